@@ -1,0 +1,46 @@
+"""Real-environment adapters (installed as ``worldsim.envs``).
+
+Every adapter follows the conventions in :mod:`worldsim.envs.common`. They are registered with
+Gymnasium under ``worldsim/...`` ids when :mod:`worldsim` is imported::
+
+    import gymnasium as gym, worldsim
+    env = gym.make("worldsim/Atari-v0", game="boxing")
+
+or built by short name with :func:`make_env` (``"atari"``, ``"miniworld"``, ``"crafter"``, ``"minerl"``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+# short name -> (gymnasium id, entry point)
+ADAPTERS: dict[str, tuple[str, str]] = {
+    "atari": ("worldsim/Atari-v0", "worldsim.envs.atari:AtariEnv"),
+    "miniworld": ("worldsim/MiniWorld-v0", "worldsim.envs.miniworld:MiniWorldEnv"),
+    "crafter": ("worldsim/Crafter-v0", "worldsim.envs.crafter:CrafterEnv"),
+    "minerl": ("worldsim/MineRL-v0", "worldsim.envs.minerl:MineRLEnv"),
+}
+
+
+def register_envs() -> None:
+    for env_id, entry_point in ADAPTERS.values():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=entry_point, disable_env_checker=True)
+
+
+def resolve_env_name(name: str) -> str:
+    """Map a short name or a ``worldsim/...`` id to the short name; clear error otherwise."""
+    for short, (env_id, _) in ADAPTERS.items():
+        if name in (short, env_id):
+            return short
+    known = ", ".join(f"{s} ({i})" for s, (i, _) in ADAPTERS.items())
+    raise ValueError(f"Unknown environment {name!r}. worldsim knows: {known}. Pick one, e.g. env=boxing.")
+
+
+def make_env(name: str, **kwargs: Any) -> gym.Env:
+    """Build a real environment by short name or gymnasium id, with adapter keyword arguments."""
+    register_envs()
+    short = resolve_env_name(name)
+    return gym.make(ADAPTERS[short][0], **kwargs)

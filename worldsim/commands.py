@@ -1,0 +1,53 @@
+"""What each ``worldsim`` subcommand does with its composed config (see :mod:`worldsim.cli`).
+
+Each function turns a config into calls of the library; the work itself lives in the stage modules.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def _kwargs(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+
+
+def collect(cfg: DictConfig) -> None:
+    from worldsim.data.collect import collect as run_collect
+
+    policy = _kwargs(cfg.policy)
+    result = run_collect(
+        env_name=cfg.env.name, env_kwargs=_kwargs(cfg.env.kwargs), data_dir=cfg.data_dir, steps=int(cfg.steps),
+        policy=policy.pop("name"), policy_kwargs=policy, num_workers=int(cfg.num_workers), seed=int(cfg.seed),
+        progress=bool(cfg.progress),
+    )
+    print(f"recorded {result.steps_recorded} steps in {result.episodes_written} episodes "
+          f"({result.steps_per_second:.0f} steps/s); {cfg.data_dir} now holds "
+          f"{result.steps_before + result.steps_recorded} steps.")
+
+
+def info(cfg: DictConfig) -> None:
+    path = Path(cfg.path)
+    if path.is_dir():
+        from worldsim.data.store import EpisodeStore
+
+        store = EpisodeStore.open(path)
+        infos, errors = store.infos(on_error="ignore")
+        lengths = [i.length for i in infos]
+        summary = {
+            **{k: v for k, v in store.metadata.items()},
+            "episodes": len(infos), "steps": sum(lengths),
+            "episode_length": {"min": min(lengths, default=0), "max": max(lengths, default=0)},
+            "unreadable_files": [str(e.path) for e in errors],
+            "train_episodes": len(store.split_names("train")), "val_episodes": len(store.split_names("val")),
+        }
+        print(json.dumps(summary, indent=2))
+        for e in errors:
+            print(f"warning: {e}")
+        return
+    from worldsim.training.checkpoint import describe_checkpoint
+
+    print(json.dumps(describe_checkpoint(path), indent=2))
