@@ -51,3 +51,20 @@ def info(cfg: DictConfig) -> None:
     from worldsim.training.checkpoint import describe_checkpoint
 
     print(json.dumps(describe_checkpoint(path), indent=2))
+
+
+def import_minerl(cfg: DictConfig) -> None:
+    from worldsim.data.minerl_import import import_vpt_recordings
+
+    if OmegaConf.is_missing(cfg, "src"):
+        raise ValueError("say where the recordings are: `worldsim import-minerl src=path/to/vpt data_dir=data/minerl`.")
+    frame_size = _kwargs(cfg.frame_size) if OmegaConf.is_config(cfg.frame_size) else cfg.frame_size
+    result = import_vpt_recordings(
+        src=cfg.src, data_dir=cfg.data_dir, frame_size=frame_size, camera_step=float(cfg.camera_step),
+        task=str(cfg.task), progress=bool(cfg.progress), skip_existing=bool(cfg.get("skip_existing", True)),
+        on_error=str(cfg.get("on_error", "raise")),
+    )
+    print(f"imported {result.imported} of {result.recordings_found} recordings ({result.steps_imported} steps, "
+          f"{result.seconds:.1f} s); skipped {result.skipped_existing} already in {cfg.data_dir}.")
+    for name, reason in result.failed.items():
+        print(f"warning: skipped {name}: {reason}")

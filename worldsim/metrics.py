@@ -1,0 +1,56 @@
+"""Image metrics for world-model evaluation, as pure functions on uint8 or [0, 1] tensors.
+
+**PSNR** = 10·log10(1 / MSE) with pixel values in [0, 1].
+
+**Pooled PSNR** over a set of rollouts = 10·log10(1 / mean squared error over all their pixels):
+one MSE over everything, then the log. The per-rollout mean of PSNR is not used as the headline
+because one rollout whose true frame equals its context (MSE → 0) sends it to infinity.
+
+**Motion PSNR at horizon h**: PSNR over the pixels where the true frame ``t + h`` differs from the
+last real context frame by more than 1/255 in any channel, i.e. exactly the pixels on which the
+"repeat the last frame" baseline is wrong. Pooled the same way: squared errors summed over all
+moving pixels of all rollouts, divided by their count (× 3 channels).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
+
+def psnr_from_mse(mse: float) -> float:
+    return float("inf") if mse <= 0 else 10.0 * math.log10(1.0 / mse)
+
+
+def motion_mask(target: torch.Tensor, reference: torch.Tensor, threshold: float = 1.0 / 255) -> torch.Tensor:
+    """(..., 3, H, W) frames -> (..., 1, H, W) bool: pixels whose value moved by more than ``threshold``."""
+    return (to_unit(target) - to_unit(reference)).abs().amax(dim=-3, keepdim=True) > threshold + 1e-6
+
+
+def squared_error_sums(pred: torch.Tensor, target: torch.Tensor, reference: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-item sums for pooling, on (b, 3, H, W) frames: total SE, pixel count, motion SE and count."""
+    se = (to_unit(pred) - to_unit(target)) ** 2  # (b, 3, H, W)
+    moving = motion_mask(target, reference).float()  # (b, 1, H, W)
+    return {
+        "se": se.flatten(1).sum(1),
+        "n": torch.full((se.shape[0],), float(se[0].numel())),
+        "motion_se": (se * moving).flatten(1).sum(1),
+        "motion_n": moving.flatten(1).sum(1) * se.shape[1],
+    }
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor, window: int = 7) -> torch.Tensor:
+    """Mean structural similarity per item (Wang et al. 2004) with a uniform window; (b, 3, H, W) -> (b,)."""
+    x, y = to_unit(pred), to_unit(target)
+    c1, c2 = 0.01**2, 0.03**2
+    pool = lambda t: F.avg_pool2d(t, window, stride=1)  # noqa: E731
+    mx, my = pool(x), pool(y)
+    vx, vy, cxy = pool(x * x) - mx**2, pool(y * y) - my**2, pool(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return s.flatten(1).mean(1)

@@ -1,0 +1,331 @@
+"""An action-conditioned, temporally causal Diffusion Transformer over spacetime latent patches.
+
+Tokens are ``patch_size × patch_size`` patches of the tokenizer's latent frames (Sora's "spacetime
+patches", ViViT's tubelets of one frame). The model sees two streams of frames:
+
+* the **clean stream**: past latent frames (lightly noised during training, as GameNGen's noise
+  augmentation), each conditioned on the action that led to it;
+* the **noisy stream**: the frame being generated at noise level σ, conditioned on σ and on the
+  action just taken.
+
+Attention is full over the tokens of one frame and causal over frames, within a sliding window of
+``context_frames`` past frames (a block-causal mask). Because a clean frame never attends to a
+later one, its keys and values never change once computed: generation caches them (``DiTCache``)
+and each new frame costs only its own tokens, at every step of a rollout.
+
+Training is teacher forcing on both streams at once: a window of ``t`` frames gives ``t - 1``
+denoising targets in a single pass (the noisy copy of frame ``i`` attends to clean frames
+``i - C .. i - 1`` and to itself), as an LLM learns every next token of a sequence together.
+
+Conditioning is DiT's adaLN-Zero (Peebles & Xie 2023): per frame, the noise-level embedding plus
+the action embedding regress shift/scale/gate of every block, gates initialised to zero so a fresh
+block is the identity. Positions: 2D sin-cos over the patch grid, computed for whatever grid
+arrives (any frame size divisible by the patch grid), and rotary embeddings over time, so attention
+depends on how far back a frame is, never on its absolute index (any context length up to the
+window, any rollout length).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+@dataclass
+class DiTConfig:
+    latent_channels: int = 4
+    patch_size: int = 2
+    width: int = 256
+    depth: int = 6
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    num_actions: int = 18
+    context_frames: int = 4  # C: past frames each frame attends to
+
+
+# ----------------------------------------------------------------------------- embeddings
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN modulation (DiT eq. in Sec. 3.2): x · (1 + scale) + shift."""
+    return x * (1 + scale) + shift
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding of a scalar per element (Transformer / DiT). ``t`` (...,) -> (..., dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[..., None] * freqs
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+@lru_cache(maxsize=16)
+def _sincos_2d(hp: int, wp: int, dim: int) -> torch.Tensor:
+    """2D sin-cos positions of an ``hp × wp`` patch grid (MAE / DiT), (hp·wp, dim)."""
+    ys, xs = torch.meshgrid(torch.arange(hp, dtype=torch.float32), torch.arange(wp, dtype=torch.float32), indexing="ij")
+    half = dim // 2
+    return torch.cat([timestep_embedding(ys.flatten(), half, 100.0), timestep_embedding(xs.flatten(), half, 100.0)], -1)
+
+
+def rope_tables(positions: torch.Tensor, head_dim: int, base: float = 10_000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary tables (RoFormer, Su et al. 2021) for frame positions ``(L,)`` -> cos, sin ``(L, head_dim)``."""
+    inv = 1.0 / base ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    angles = positions.float()[:, None] * inv  # (L, hd/2)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (b, heads, L, hd) rotated by position: x·cos + rotate_half(x)·sin."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+# ----------------------------------------------------------------------------- blocks
+class Attention(nn.Module):
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} must be divisible by heads {heads}.")
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                past: tuple[torch.Tensor, torch.Tensor] | None = None):
+        q, k, v = rearrange(self.qkv(x), "b n (three h e) -> three b h n e", three=3, h=self.heads)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        keys, values = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (b, h, n, e)
+        return self.proj(rearrange(out, "b h n e -> b n (h e)")), (k, v)
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, width: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(width, heads)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+
+    def forward(self, x, cond, n, cos, sin, mask, past=None):
+        # x (b, F·n, d) tokens of F frames; cond (b, F, d) one conditioning vector per frame
+        mod = self.ada(cond).repeat_interleave(n, dim=1)  # (b, F·n, 6d)
+        sh1, sc1, g1, sh2, sc2, g2 = mod.chunk(6, dim=-1)
+        h, kv = self.attn(modulate(self.norm1(x), sh1, sc1), cos, sin, mask, past)
+        x = x + g1 * h
+        x = x + g2 * self.mlp(modulate(self.norm2(x), sh2, sc2))
+        return x, kv
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, width: int, out_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(width, out_dim)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+
+    def forward(self, x, cond, n):
+        shift, scale = self.ada(cond).repeat_interleave(n, dim=1).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+# ----------------------------------------------------------------------------- cache
+class DiTCache:
+    """Keys/values of the last ``C`` clean frames, per layer: a ring of frame slots.
+
+    Rotary positions are applied before keys are stored, so slot order does not matter to
+    attention; frame ``p`` lives in slot ``p % C``.
+    """
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], tokens_per_frame: int, next_pos: int):
+        self.keys, self.values = keys, values  # per layer (b, heads, C·n, e)
+        self.n = tokens_per_frame
+        self.next_pos = next_pos  # position of the next frame to be generated
+
+    @property
+    def context_frames(self) -> int:
+        return self.keys[0].shape[2] // self.n
+
+    def write(self, layer: int, kv: tuple[torch.Tensor, torch.Tensor], pos: int, rows: torch.Tensor | None = None):
+        s = (pos % self.context_frames) * self.n
+        if rows is None:
+            self.keys[layer][:, :, s : s + self.n] = kv[0]
+            self.values[layer][:, :, s : s + self.n] = kv[1]
+        else:
+            self.keys[layer][rows, :, s : s + self.n] = kv[0]
+            self.values[layer][rows, :, s : s + self.n] = kv[1]
+
+
+# ----------------------------------------------------------------------------- model
+class DiT(nn.Module):
+    def __init__(self, cfg: DiTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d, p, c = cfg.width, cfg.patch_size, cfg.latent_channels
+        self.patch_embed = nn.Linear(c * p * p, d)
+        self.noise_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
+        self.action_embed = nn.Embedding(cfg.num_actions + 1, d)  # last index: "no action" (first frame)
+        self.blocks = nn.ModuleList(DiTBlock(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.final = FinalLayer(d, c * p * p)
+        self.initialize_weights()
+
+    @property
+    def null_action(self) -> int:
+        return self.cfg.num_actions
+
+    def initialize_weights(self) -> None:
+        """DiT's initialisation: Xavier linears, adaLN-Zero (gates and output at zero)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.action_embed.weight, std=0.02)
+        for layer in (self.noise_embed[0], self.noise_embed[2]):
+            nn.init.normal_(layer.weight, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.ada[-1].weight)
+            nn.init.zeros_(block.ada[-1].bias)
+        nn.init.zeros_(self.final.ada[-1].weight)
+        nn.init.zeros_(self.final.ada[-1].bias)
+        nn.init.zeros_(self.final.linear.weight)
+        nn.init.zeros_(self.final.linear.bias)
+
+    # ------------------------------------------------------------------ pieces
+    def grid(self, h: int, w: int) -> tuple[int, int]:
+        p = self.cfg.patch_size
+        if h % p or w % p:
+            raise ValueError(
+                f"A latent grid of {h}×{w} does not fit patch_size {p}: latent height and width must be "
+                f"divisible by it. With this tokenizer choose a frame size that is a multiple of "
+                f"{p} × the tokenizer's downsampling, or set model.dit.patch_size to a divisor."
+            )
+        return h // p, w // p
+
+    def embed_frames(self, z: torch.Tensor) -> torch.Tensor:
+        """(b, t, c, h, w) latents -> (b, t·n, d) tokens with spatial positions."""
+        hp, wp = self.grid(*z.shape[-2:])
+        p = self.cfg.patch_size
+        x = self.patch_embed(rearrange(z, "b t c (h p) (w q) -> b t (h w) (c p q)", p=p, q=p))
+        x = x + _sincos_2d(hp, wp, self.cfg.width).to(x)
+        return rearrange(x, "b t n d -> b (t n) d")
+
+    def unembed(self, x: torch.Tensor, t: int, h: int, w: int) -> torch.Tensor:
+        p = self.cfg.patch_size
+        return rearrange(x, "b (t hh ww) (c p q) -> b t c (hh p) (ww q)", t=t, hh=h // p, ww=w // p, p=p, q=p)
+
+    def condition(self, c_noise: torch.Tensor, prev_actions: torch.Tensor) -> torch.Tensor:
+        """Per-frame conditioning vectors: noise level + action that led to the frame. (b, F) -> (b, F, d)."""
+        return self.noise_embed(timestep_embedding(c_noise * 1000.0, 256)) + self.action_embed(prev_actions)
+
+    def _rope(self, frame_pos: torch.Tensor, n: int):
+        cos, sin = rope_tables(frame_pos.repeat_interleave(n), self.cfg.width // self.cfg.heads)
+        return cos, sin
+
+    @staticmethod
+    def block_causal_mask(q_frames: torch.Tensor, q_noisy: torch.Tensor, k_frames: torch.Tensor,
+                          k_noisy: torch.Tensor, window: int) -> torch.Tensor:
+        """Which query token may attend to which key token (True = attend); all args per token.
+
+        clean query at frame f: clean keys of frames f-C .. f (itself included);
+        noisy query at frame f: clean keys of frames f-C .. f-1, and the noisy tokens of frame f.
+        """
+        fq, fk = q_frames[:, None], k_frames[None, :]
+        nq, nk = q_noisy[:, None], k_noisy[None, :]
+        clean_ok = ~nk & (fk >= fq - window) & ((~nq & (fk <= fq)) | (nq & (fk < fq)))
+        return clean_ok | (nq & nk & (fk == fq))
+
+    # ------------------------------------------------------------------ training pass
+    def forward(self, clean: torch.Tensor, clean_c_noise: torch.Tensor, noisy: torch.Tensor,
+                noisy_c_noise: torch.Tensor, prev_actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced pass over a window.
+
+        clean (b, t, c, h, w) and clean_c_noise (b, t): the (noise-augmented, c_in-scaled) clean frames;
+        noisy (b, t-1, c, h, w) and noisy_c_noise (b, t-1): noisy copies of frames 1..t-1;
+        prev_actions (b, t): the action that led to each frame (``null_action`` for frame 0).
+        Returns the raw output F for the noisy frames (b, t-1, c, h, w) and per-frame features of
+        the clean stream (b, t, d) for the reward / episode-end heads.
+        """
+        b, t, c, h, w = clean.shape
+        hp, wp = self.grid(h, w)
+        n = hp * wp
+        dev = clean.device
+        x = torch.cat([self.embed_frames(clean), self.embed_frames(noisy)], dim=1)  # (b, (2t-1)·n, d)
+        cond = torch.cat([self.condition(clean_c_noise, prev_actions),
+                          self.condition(noisy_c_noise, prev_actions[:, 1:])], dim=1)  # (b, 2t-1, d)
+        frame_pos = torch.cat([torch.arange(t, device=dev), torch.arange(1, t, device=dev)])
+        is_noisy = torch.cat([torch.zeros(t, dtype=torch.bool, device=dev), torch.ones(t - 1, dtype=torch.bool, device=dev)])
+        tok_pos, tok_noisy = frame_pos.repeat_interleave(n), is_noisy.repeat_interleave(n)
+        mask = self.block_causal_mask(tok_pos, tok_noisy, tok_pos, tok_noisy, self.cfg.context_frames)
+        cos, sin = self._rope(frame_pos, n)
+        for block in self.blocks:
+            x, _ = block(x, cond, n, cos, sin, mask)
+        features = rearrange(x[:, : t * n], "b (t n) d -> b t n d", t=t).mean(dim=2)
+        out = self.final(x[:, t * n :], cond[:, t:], n)
+        return self.unembed(out, t - 1, h, w), features
+
+    # ------------------------------------------------------------------ cached generation
+    @torch.no_grad()
+    def prefill(self, clean: torch.Tensor, c_noise: torch.Tensor, prev_actions: torch.Tensor, start_pos: int = 0,
+                cache: DiTCache | None = None, rows: torch.Tensor | None = None) -> tuple[DiTCache, torch.Tensor]:
+        """Encode ``C`` context frames (b, C, c, h, w) into a new cache (or into ``rows`` of ``cache``).
+
+        Frames get positions ``start_pos .. start_pos + C - 1``. Returns the cache and per-frame features.
+        """
+        b, t, c, h, w = clean.shape
+        C = self.cfg.context_frames
+        if t != C:
+            raise ValueError(f"the context must hold exactly {C} frames (the model's context_frames), got {t}.")
+        hp, wp = self.grid(h, w)
+        n = hp * wp
+        dev = clean.device
+        x = self.embed_frames(clean)
+        cond = self.condition(c_noise, prev_actions)
+        frame_pos = torch.arange(start_pos, start_pos + t, device=dev)
+        tok = frame_pos.repeat_interleave(n)
+        no = torch.zeros_like(tok, dtype=torch.bool)
+        mask = self.block_causal_mask(tok, no, tok, no, C)
+        cos, sin = self._rope(frame_pos, n)
+        if cache is None:
+            shape = (b, self.cfg.heads, C * n, self.cfg.width // self.cfg.heads)
+            cache = DiTCache([x.new_zeros(shape) for _ in self.blocks], [x.new_zeros(shape) for _ in self.blocks],
+                             n, start_pos + t)
+        for i, block in enumerate(self.blocks):
+            x, (k, v) = block(x, cond, n, cos, sin, mask)
+            for f in range(t):
+                sl = slice(f * n, (f + 1) * n)
+                cache.write(i, (k[:, :, sl], v[:, :, sl]), start_pos + f, rows)
+        return cache, rearrange(x, "b (t n) d -> b t n d", t=t).mean(dim=2)
+
+    def _cached_pass(self, z: torch.Tensor, c_noise: torch.Tensor, action: torch.Tensor, cache: DiTCache,
+                     pos: int, commit: bool):
+        b, c, h, w = z.shape
+        hp, wp = self.grid(h, w)
+        n = hp * wp
+        x = self.embed_frames(z[:, None])  # (b, n, d)
+        cond = self.condition(c_noise[:, None], action[:, None])  # (b, 1, d)
+        cos, sin = self._rope(torch.tensor([pos], device=z.device), n)
+        for i, block in enumerate(self.blocks):
+            x, kv = block(x, cond, n, cos, sin, None, (cache.keys[i], cache.values[i]))
+            if commit:
+                cache.write(i, kv, pos)
+        return x, cond, n, h, w
+
+    @torch.no_grad()
+    def denoise_next(self, noisy: torch.Tensor, c_noise: torch.Tensor, action: torch.Tensor, cache: DiTCache) -> torch.Tensor:
+        """Raw output F for the next frame (b, c, h, w) at noise ``c_noise`` (b,), given the cache."""
+        x, cond, n, h, w = self._cached_pass(noisy, c_noise, action, cache, cache.next_pos, commit=False)
+        return self.unembed(self.final(x, cond, n), 1, h, w)[:, 0]
+
+    @torch.no_grad()
+    def commit(self, clean: torch.Tensor, c_noise: torch.Tensor, action: torch.Tensor, cache: DiTCache) -> torch.Tensor:
+        """Append a generated clean frame (b, c, h, w) to the cache; returns its features (b, d)."""
+        x, *_ = self._cached_pass(clean, c_noise, action, cache, cache.next_pos, commit=True)
+        cache.next_pos += 1
+        return x.mean(dim=1)

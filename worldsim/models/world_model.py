@@ -1,0 +1,172 @@
+"""The world model: tokenizer + latent DiT + reward / episode-end heads, with its losses and the
+step-by-step generation API the dream env drives.
+
+Latents are always the tokenizer's *normalised* latents (unit variance per channel).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worldsim import diffusion
+from worldsim.diffusion import EDMConfig
+from worldsim.models.dit import DiT, DiTCache, DiTConfig
+from worldsim.models.tokenizer import Tokenizer, TokenizerConfig, float_to_frames, frames_to_float
+
+REWARD_CLASSES = (-1.0, 0.0, 1.0)  # the reward head predicts sign(reward), as DIAMOND does
+
+
+@dataclass
+class WorldModelConfig:
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    edm: EDMConfig = field(default_factory=EDMConfig)
+    context_noise_prob: float = 0.5  # share of clean frames noised during training (GameNGen)
+    context_noise_max: float = 0.3  # their σ ~ U(0, context_noise_max)
+    reward_weight: float = 0.5
+    end_weight: float = 0.5
+    end_pos_weight: float = 10.0  # episode ends are rare: weight the positive class
+
+
+class Heads(nn.Module):
+    """Reward sign (3 classes) and episode end (1 logit) from a frame's clean-stream features."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 4))
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.net(features)
+        return out[..., :3], out[..., 3]
+
+
+class LossOutput(NamedTuple):
+    loss: torch.Tensor
+    diffusion: torch.Tensor
+    reward: torch.Tensor
+    end: torch.Tensor
+
+
+class StepOutput(NamedTuple):
+    latents: torch.Tensor  # (b, c, h, w) normalised latents of the new frame
+    reward: torch.Tensor  # (b,) float: expected reward sign, argmax class value
+    reward_probs: torch.Tensor  # (b, 3)
+    end_prob: torch.Tensor  # (b,)
+
+
+def reward_to_class(r: torch.Tensor) -> torch.Tensor:
+    return (torch.sign(r) + 1).long()
+
+
+class WorldModel(nn.Module):
+    def __init__(self, cfg: WorldModelConfig) -> None:
+        super().__init__()
+        if cfg.dit.latent_channels != cfg.tokenizer.latent_channels:
+            raise ValueError(
+                f"dit.latent_channels={cfg.dit.latent_channels} must equal tokenizer.latent_channels="
+                f"{cfg.tokenizer.latent_channels}."
+            )
+        self.cfg = cfg
+        self.tokenizer = Tokenizer(cfg.tokenizer)
+        self.dit = DiT(cfg.dit)
+        self.heads = Heads(cfg.dit.width)
+
+    # ------------------------------------------------------------------ pixels <-> latents
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames (..., 3, H, W) -> normalised latents (..., c, h, w)."""
+        return self.tokenizer.normalize(self.tokenizer.encode(frames_to_float(frames)))
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """normalised latents (..., c, h, w) -> uint8 frames (..., 3, H, W)."""
+        return float_to_frames(self.tokenizer.decode(self.tokenizer.denormalize(latents)))
+
+    # ------------------------------------------------------------------ training
+    def prev_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """(b, t-1) actions between frames -> (b, t) action that led to each frame."""
+        null = torch.full_like(actions[:, :1], self.dit.null_action)
+        return torch.cat([null, actions], dim=1)
+
+    def loss(self, latents: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, terminated: torch.Tensor,
+             generator: torch.Generator | None = None) -> LossOutput:
+        """Teacher-forced loss on a window: latents (b, t, c, h, w), transitions (b, t-1)."""
+        cfg, edm = self.cfg, self.cfg.edm
+        b, t = latents.shape[:2]
+        dev = latents.device
+
+        def randn(shape):
+            return torch.randn(shape, generator=generator, device=dev)
+
+        # Clean stream with noise augmentation: σ_aug ~ U(0, max) on a share of the frames.
+        keep = (torch.rand((b, t), generator=generator, device=dev) < cfg.context_noise_prob).float()
+        sigma_aug = keep * torch.rand((b, t), generator=generator, device=dev) * cfg.context_noise_max
+        pre_c = diffusion.precondition(sigma_aug.clamp_min(edm.sigma_min), edm.sigma_data)
+        clean_in = (latents + sigma_aug[..., None, None, None] * randn(latents.shape)) * pre_c.c_in[..., None, None, None]
+        # Noisy stream: frames 1..t-1 at EDM training noise levels.
+        x0 = latents[:, 1:]
+        sigma = diffusion.training_sigmas((b, t - 1), edm, generator, dev)
+        pre = diffusion.precondition(sigma, edm.sigma_data)
+        pre_b = diffusion.Preconditioning(*(v[..., None, None, None] for v in pre))
+        noisy = x0 + sigma[..., None, None, None] * randn(x0.shape)
+        raw, features = self.dit(clean_in, pre_c.c_noise, noisy * pre_b.c_in, pre.c_noise, self.prev_actions(actions))
+        diff_loss = F.mse_loss(raw, diffusion.denoising_target(x0, noisy, pre_b))
+        reward_logits, end_logits = self.heads(features[:, 1:])
+        reward_loss = F.cross_entropy(reward_logits.reshape(-1, 3), reward_to_class(rewards).reshape(-1))
+        pos_weight = torch.tensor(cfg.end_pos_weight, device=dev)
+        end_loss = F.binary_cross_entropy_with_logits(end_logits, terminated.float(), pos_weight=pos_weight)
+        total = diff_loss + cfg.reward_weight * reward_loss + cfg.end_weight * end_loss
+        return LossOutput(total, diff_loss.detach(), reward_loss.detach(), end_loss.detach())
+
+    # ------------------------------------------------------------------ generation
+    def _context_c_noise(self, shape, device) -> torch.Tensor:
+        return diffusion.precondition(torch.full(shape, self.cfg.edm.sigma_min, device=device), 1.0).c_noise
+
+    @torch.no_grad()
+    def start(self, context: torch.Tensor, context_prev_actions: torch.Tensor, start_pos: int = 0,
+              cache: DiTCache | None = None, rows: torch.Tensor | None = None) -> DiTCache:
+        """Fill a cache from ``C`` context latents (b, C, c, h, w) and the actions that led to them (b, C)."""
+        c_in = diffusion.precondition(torch.tensor(self.cfg.edm.sigma_min), self.cfg.edm.sigma_data).c_in
+        cache, _ = self.dit.prefill(context * c_in, self._context_c_noise(context.shape[:2], context.device),
+                                    context_prev_actions, start_pos, cache, rows)
+        return cache
+
+    @torch.no_grad()
+    def step(self, cache: DiTCache, actions: torch.Tensor, generator: torch.Generator | None = None,
+             sampling_steps: int | None = None, solver: str | None = None) -> StepOutput:
+        """Generate the next latent frame for every row under ``actions`` (b,), append it to the cache."""
+        edm = self.cfg.edm
+        b = actions.shape[0]
+        ref = cache.keys[0]
+        c = self.cfg.dit.latent_channels
+        h, w = self._latent_hw
+        sigmas = diffusion.karras_sigmas(sampling_steps or edm.sampling_steps, edm.sigma_min, edm.sigma_max, edm.rho)
+
+        def denoiser(x: torch.Tensor, sigma: float) -> torch.Tensor:
+            pre = diffusion.precondition(torch.full((b,), sigma, device=ref.device), edm.sigma_data)
+            raw = self.dit.denoise_next(x * pre.c_in[:, None, None, None], pre.c_noise, actions, cache)
+            return diffusion.denoise(raw, x, diffusion.Preconditioning(*(v[:, None, None, None] for v in pre)))
+
+        noise = torch.randn((b, c, h, w), generator=generator, device=ref.device, dtype=ref.dtype)
+        z = diffusion.sample(denoiser, noise, sigmas, solver or edm.solver)
+        c_in = diffusion.precondition(torch.tensor(edm.sigma_min), edm.sigma_data).c_in
+        features = self.dit.commit(z * c_in, self._context_c_noise((b,), ref.device), actions, cache)
+        reward_logits, end_logits = self.heads(features)
+        probs = reward_logits.softmax(-1)
+        reward = torch.tensor(REWARD_CLASSES, device=ref.device)[probs.argmax(-1)]
+        return StepOutput(z, reward, probs, end_logits.sigmoid())
+
+    _latent_hw: tuple[int, int] = (0, 0)
+
+    def set_frame_size(self, h: int, w: int) -> tuple[int, int]:
+        """Fix the frame size generation works at; returns the latent grid size."""
+        self.tokenizer.check_frame_size(h, w)
+        f = self.cfg.tokenizer.downsample
+        self.dit.grid(h // f, w // f)
+        self._latent_hw = (h // f, w // f)
+        return self._latent_hw
