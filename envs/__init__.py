@@ -28,6 +28,10 @@ def register_envs() -> None:
     for env_id, entry_point in ADAPTERS.values():
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=entry_point, disable_env_checker=True)
+    # The dream (a later stage) is registered by name only: nothing is imported until it is made.
+    if "worldsim/Dream-v0" not in gym.registry:
+        gym.register(id="worldsim/Dream-v0", entry_point="worldsim.sim.dream_env:DreamEnv",
+                     vector_entry_point="worldsim.sim.dream_env:DreamVectorEnv", disable_env_checker=True)
 
 
 def resolve_env_name(name: str) -> str:

@@ -68,3 +68,33 @@ def import_minerl(cfg: DictConfig) -> None:
           f"{result.seconds:.1f} s); skipped {result.skipped_existing} already in {cfg.data_dir}.")
     for name, reason in result.failed.items():
         print(f"warning: skipped {name}: {reason}")
+
+
+def _env_meta(cfg: DictConfig) -> dict:
+    """The env record a config implies (for checking stores and checkpoints against it)."""
+    from worldsim.data.collect import describe_env
+
+    return describe_env(cfg.env.name, _kwargs(cfg.env.kwargs))
+
+
+def train_tokenizer(cfg: DictConfig) -> None:
+    from worldsim.models.tokenizer import TokenizerConfig
+    from worldsim.training.checkpoint import dataclass_from_dict
+    from worldsim.training.train_tokenizer import TokenizerTrainConfig, train_tokenizer as run
+
+    train = dataclass_from_dict(TokenizerTrainConfig, {**_kwargs(cfg.model.tokenizer_train), "seed": cfg.seed,
+                                                       "device": cfg.device, "val_fraction": cfg.val_fraction})
+    run(cfg.data_dir, cfg.out, dataclass_from_dict(TokenizerConfig, _kwargs(cfg.model.tokenizer)), train,
+        env_meta=_env_meta(cfg), run_dir=cfg.run_dir, progress=bool(cfg.progress))
+
+
+def train_world_model(cfg: DictConfig) -> None:
+    from worldsim.training.checkpoint import dataclass_from_dict
+    from worldsim.training.train_world_model import WorldModelTrainConfig, train_world_model as run
+
+    train = dataclass_from_dict(WorldModelTrainConfig, {**_kwargs(cfg.model.world_model_train), "seed": cfg.seed,
+                                                        "device": cfg.device, "val_fraction": cfg.val_fraction})
+    model = {k: v for k, v in _kwargs(cfg.model).items()
+             if k not in ("name", "tokenizer", "tokenizer_train", "world_model_train")}
+    run(cfg.data_dir, cfg.tokenizer, cfg.out, model, train, env_meta=_env_meta(cfg), run_dir=cfg.run_dir,
+        progress=bool(cfg.progress))

@@ -123,6 +123,10 @@ class WorldModel(nn.Module):
         total = diff_loss + cfg.reward_weight * reward_loss + cfg.end_weight * end_loss
         return LossOutput(total, diff_loss.detach(), reward_loss.detach(), end_loss.detach())
 
+    def forward(self, latents, actions, rewards, terminated, generator=None) -> LossOutput:
+        """The training loss (so DistributedDataParallel can wrap the model); see :meth:`loss`."""
+        return self.loss(latents, actions, rewards, terminated, generator)
+
     # ------------------------------------------------------------------ generation
     def _context_c_noise(self, shape, device) -> torch.Tensor:
         return diffusion.precondition(torch.full(shape, self.cfg.edm.sigma_min, device=device), 1.0).c_noise
@@ -138,8 +142,13 @@ class WorldModel(nn.Module):
 
     @torch.no_grad()
     def step(self, cache: DiTCache, actions: torch.Tensor, generator: torch.Generator | None = None,
-             sampling_steps: int | None = None, solver: str | None = None) -> StepOutput:
-        """Generate the next latent frame for every row under ``actions`` (b,), append it to the cache."""
+             sampling_steps: int | None = None, solver: str | None = None,
+             noise: torch.Tensor | None = None) -> StepOutput:
+        """Generate the next latent frame for every row under ``actions`` (b,), append it to the cache.
+
+        The starting noise is ``noise`` (b, c, h, w) if given (callers with one generator per row
+        draw it themselves), else drawn from ``generator``.
+        """
         edm = self.cfg.edm
         b = actions.shape[0]
         ref = cache.keys[0]
@@ -152,7 +161,8 @@ class WorldModel(nn.Module):
             raw = self.dit.denoise_next(x * pre.c_in[:, None, None, None], pre.c_noise, actions, cache)
             return diffusion.denoise(raw, x, diffusion.Preconditioning(*(v[:, None, None, None] for v in pre)))
 
-        noise = torch.randn((b, c, h, w), generator=generator, device=ref.device, dtype=ref.dtype)
+        if noise is None:
+            noise = torch.randn((b, c, h, w), generator=generator, device=ref.device, dtype=ref.dtype)
         z = diffusion.sample(denoiser, noise, sigmas, solver or edm.solver)
         c_in = diffusion.precondition(torch.tensor(edm.sigma_min), edm.sigma_data).c_in
         features = self.dit.commit(z * c_in, self._context_c_noise((b,), ref.device), actions, cache)

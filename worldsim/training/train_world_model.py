@@ -1,0 +1,209 @@
+"""Train the latent DiT world model (with its reward and episode-end heads) on an episode store.
+
+    worldsim train-world-model env=boxing model=small
+    torchrun --nproc_per_node 2 -m worldsim.cli train-world-model env=boxing model=small
+
+Reads top to bottom: frozen tokenizer -> episodes -> latents (encoded once) -> model, EMA and
+optimiser -> (resume) -> loop (teacher-forced diffusion loss + heads) -> checkpoint. Under torchrun
+every rank draws its own windows and DDP averages gradients; rank 0 logs and writes checkpoints.
+Re-running with the same ``out`` resumes exactly (same schedule, same data order).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from worldsim.data.dataset import WindowDataset
+from worldsim.data.store import EpisodeStore
+from worldsim.models.dit import DiTConfig
+from worldsim.models.tokenizer import frames_to_float
+from worldsim.models.world_model import WorldModel, WorldModelConfig
+from worldsim.training.checkpoint import CheckpointError, dataclass_from_dict, load_checkpoint, save_checkpoint
+from worldsim.training.runtime import (Logger, autocast, cleanup_distributed, lr_factor, resolve_device,
+                                       setup_distributed, update_ema)
+from worldsim.training.train_tokenizer import load_tokenizer
+
+
+@dataclass
+class WorldModelTrainConfig:
+    steps: int = 3000
+    batch_size: int = 16
+    window: int = 8  # frames per training window: each gives window-1 denoising targets
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup: int = 200
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    log_every: int = 50
+    ckpt_every: int = 500
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+
+
+@torch.no_grad()
+def encode_frames(world_model: WorldModel, frames: torch.Tensor, device: torch.device, progress: bool = False,
+                  chunk: int = 512) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, c, h, w) normalised latents, in chunks."""
+    out = []
+    for i in tqdm(range(0, frames.shape[0], chunk), desc="encoding frames", disable=not progress):
+        x = frames[i : i + chunk].permute(0, 3, 1, 2).to(device)
+        out.append(world_model.encode(x).float().cpu())
+    return torch.cat(out)
+
+
+def world_model_config(model_cfg: dict[str, Any], tokenizer_cfg: dict[str, Any], num_actions: int) -> WorldModelConfig:
+    """Compose the world-model config from a preset's ``dit``/``edm``/loss options and the tokenizer's."""
+    extra = {k: v for k, v in model_cfg.items() if k not in ("dit", "edm", "tokenizer")}
+    dit = {**model_cfg.get("dit", {}), "num_actions": num_actions, "latent_channels": tokenizer_cfg["latent_channels"]}
+    return dataclass_from_dict(WorldModelConfig, {"tokenizer": tokenizer_cfg, "dit": dit,
+                                                  "edm": model_cfg.get("edm", {}), **extra})
+
+
+def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str | Path, model_cfg: dict[str, Any],
+                      train: WorldModelTrainConfig, env_meta: dict[str, Any] | None = None,
+                      run_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    out = Path(out)
+    run_dir = Path(run_dir) if run_dir else out.parent
+    device = resolve_device(train.device)
+    dist = setup_distributed(device)
+    torch.manual_seed(train.seed + dist.rank)
+    progress = progress and dist.is_main
+
+    if out.exists() and int(load_checkpoint(out, kind="world_model").get("step", 0)) >= train.steps:
+        if dist.is_main:
+            print(f"{out} is already trained (>= {train.steps} steps); nothing to do. Raise the step budget to continue.")
+        cleanup_distributed(dist)
+        return load_checkpoint(out).get("metrics", {})
+
+    # ---- frozen tokenizer and episodes
+    tokenizer, tok_ckpt = load_tokenizer(tokenizer_path)
+    store = EpisodeStore.open(data_dir)
+    store.check_compatible(tok_ckpt["env"], what=f"the tokenizer {tokenizer_path}")
+    if env_meta is not None:
+        store.check_compatible(env_meta)
+    train_data = WindowDataset(store, train.window, "train", train.val_fraction, progress=progress)
+
+    # ---- model, EMA, optimiser
+    cfg = world_model_config(model_cfg, tok_ckpt["config"]["model"], int(store.metadata["num_actions"]))
+    model = WorldModel(cfg)
+    model.tokenizer.load_state_dict(tokenizer.state_dict())
+    model.tokenizer.requires_grad_(False)
+    h, w = store.metadata["frame_shape"][:2]
+    model.set_frame_size(h, w)
+    model.to(device)
+    latents = encode_frames(model, train_data.frames, device, progress)  # (N, c, h, w), CPU
+    ema = copy.deepcopy(model).requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=train.lr, betas=(0.9, 0.99), weight_decay=train.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, train.warmup, train.steps))
+    gen = torch.Generator().manual_seed(train.seed * 1000 + dist.rank)
+    step = 0
+
+    # ---- resume
+    if out.exists():
+        ckpt = load_checkpoint(out, kind="world_model")
+        if ckpt["config"]["model"] != asdict(cfg):
+            raise CheckpointError(f"{out} was trained with another model config; choose a new out=... or the same preset.")
+        model.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"])
+        step = int(ckpt["step"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        gen.set_state(ckpt["generators"][dist.rank] if dist.rank < len(ckpt["generators"]) else gen.get_state())
+        torch.set_rng_state(ckpt["torch_rng"])
+        if dist.is_main:
+            print(f"resuming world-model training from step {step} of {train.steps}")
+    net = DistributedDataParallel(model) if dist.enabled else model
+
+    def checkpoint(metrics: dict[str, Any] | None = None) -> None:
+        gens = [gen.get_state()]
+        if dist.enabled:  # rank 0 keeps every rank's data generator so a resume replays the same windows
+            gathered = [torch.empty_like(gens[0]) for _ in range(dist.world_size)]
+            torch.distributed.all_gather(gathered, gens[0])
+            gens = gathered
+        if not dist.is_main:
+            return
+        save_checkpoint(out, {
+            "kind": "world_model", "step": step, "model": model.state_dict(), "ema": ema.state_dict(),
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generators": gens,
+            "torch_rng": torch.get_rng_state(),
+            "config": {"model": asdict(cfg), "train": asdict(train), "frame_size": [h, w]},
+            "env": dict(store.metadata),
+            "dataset": {"path": str(data_dir), "train_steps": train_data.num_steps,
+                        "train_episodes": len(train_data.episode_names), "val_fraction": train.val_fraction},
+            "tokenizer": {"path": str(tokenizer_path), "metrics": tok_ckpt.get("metrics", {})},
+            "metrics": metrics or {},
+        })
+
+    # ---- loop
+    logger = Logger(run_dir / "world_model", enabled=dist.is_main)
+    bar = tqdm(total=train.steps, initial=step, desc="train world model", disable=not progress, dynamic_ncols=True)
+    t0, samples = time.perf_counter(), 0
+    model.train()
+    while step < train.steps:
+        idx = train_data.window_indices(train.batch_size, gen)  # (b, t)
+        z = latents[idx].to(device)  # (b, t, c, h, w)
+        actions, rewards, terminated = (x.to(device) for x in train_data.transitions(idx))
+        with autocast(device):
+            losses = net(z, actions, rewards, terminated, gen if device.type == "cpu" else None)
+        opt.zero_grad(set_to_none=True)
+        losses.loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, train.grad_clip)
+        opt.step()
+        sched.step()
+        update_ema(ema, model, train.ema_decay)
+        step += 1
+        samples += train.batch_size * dist.world_size
+        bar.update(1)
+        if step % train.log_every == 0 or step == train.steps:
+            scalars = {"wm/loss": losses.loss.item(), "wm/diffusion_loss": losses.diffusion.item(),
+                       "wm/reward_loss": losses.reward.item(), "wm/end_loss": losses.end.item(),
+                       "wm/grad_norm": float(grad_norm), "wm/lr": sched.get_last_lr()[0],
+                       "wm/samples_per_s": samples / (time.perf_counter() - t0)}
+            logger.log(step, scalars)
+            bar.set_postfix(diff=f"{scalars['wm/diffusion_loss']:.4f}", rew=f"{scalars['wm/reward_loss']:.3f}")
+        if step % train.ckpt_every == 0 and step < train.steps:
+            checkpoint()
+    bar.close()
+    seconds = time.perf_counter() - t0
+    metrics = {"train_seconds": seconds, "samples_per_s": samples / max(seconds, 1e-9),
+               "final_diffusion_loss": float(losses.diffusion), "steps": step}
+    if device.type == "cpu":
+        import resource
+
+        metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    else:
+        metrics["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    checkpoint(metrics)
+    logger.close()
+    if dist.is_main:
+        print(f"world model: {step} steps in {seconds / 60:.1f} min ({metrics['samples_per_s']:.1f} windows/s); saved {out}")
+    cleanup_distributed(dist)
+    return metrics
+
+
+def load_world_model(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True
+                     ) -> tuple[WorldModel, dict[str, Any]]:
+    """A trained world model (EMA weights by default), in eval mode, with its checkpoint record."""
+    ckpt = load_checkpoint(path, kind="world_model")
+    weights = ckpt["ema" if use_ema and "ema" in ckpt else "model"]
+    if not any(k.startswith("heads.") for k in weights):
+        raise CheckpointError(f"{path} has no reward / episode-end heads, so it cannot drive a dream env. "
+                              "Train it with `worldsim train-world-model` (which trains the heads).")
+    cfg = dataclass_from_dict(WorldModelConfig, ckpt["config"]["model"])
+    model = WorldModel(cfg)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit its own config ({str(e)[:300]}); the file is damaged.") from e
+    model.set_frame_size(*ckpt["config"]["frame_size"])
+    return model.to(device).eval(), ckpt
