@@ -47,4 +47,7 @@ def make_env(name: str, **kwargs: Any) -> gym.Env:
     """Build a real environment by short name or gymnasium id, with adapter keyword arguments."""
     register_envs()
     short = resolve_env_name(name)
-    return gym.make(ADAPTERS[short][0], **kwargs)
+    # Build the adapter itself: gym.make would take options such as max_episode_steps for its own
+    # wrappers instead of passing them to the adapter.
+    creator = gym.envs.registration.load_env_creator(ADAPTERS[short][1])
+    return creator(**kwargs)

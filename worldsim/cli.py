@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     fn = getattr(importlib.import_module(module), func)
     try:
         fn(cfg)
-    except (ValueError, FileNotFoundError, RuntimeError, TypeError, KeyError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError, TypeError, KeyError, OmegaConfBaseException) as e:
         if getattr(cfg, "debug", False):
             raise
         print(f"worldsim {command}: error: {e}", file=sys.stderr)

@@ -98,3 +98,90 @@ def train_world_model(cfg: DictConfig) -> None:
              if k not in ("name", "tokenizer", "tokenizer_train", "world_model_train")}
     run(cfg.data_dir, cfg.tokenizer, cfg.out, model, train, env_meta=_env_meta(cfg), run_dir=cfg.run_dir,
         progress=bool(cfg.progress))
+
+
+def evaluate_world_model(cfg: DictConfig) -> None:
+    from worldsim.evaluation.world_model_eval import EvalConfig, evaluate_world_model as run
+    from worldsim.training.train_world_model import load_world_model
+
+    model, ckpt = load_world_model(cfg.checkpoint, cfg.device)
+    ecfg = EvalConfig(num_windows=int(cfg.num_windows), horizons=[int(h) for h in cfg.horizons],
+                      batch_size=int(cfg.batch_size), split=cfg.split, val_fraction=float(cfg.val_fraction),
+                      sampling_steps=cfg.sampling_steps, seed=int(cfg.seed))
+    result = run(model, ckpt, cfg.data_dir, ecfg, cfg.out_dir, progress=bool(cfg.progress))
+    r = result["rollouts"]
+    print(f"{'h':>3} {'PSNR':>7} {'motion':>7} {'SSIM':>6} | {'repeat':>7} {'motion':>7} | {'ctrl dB':>7} | {'tok floor':>9}")
+    for h in ecfg.horizons:
+        m, b = r["model"][str(h)], r["repeat_last"][str(h)]
+        print(f"{h:>3} {m['psnr']:7.2f} {m['motion_psnr']:7.2f} {m['ssim']:6.3f} | {b['psnr']:7.2f} "
+              f"{b['motion_psnr']:7.2f} | {r['controllability_db'][str(h)]:+7.2f} | {r['tokenizer_floor'][str(h)]['psnr']:9.2f}")
+    hd = result["heads"]
+    print(f"reward accuracy {hd['reward_accuracy']}, end F1 {hd['end_f1']:.3f} ({hd['episode_ends']} ends); "
+          f"written to {cfg.out_dir}")
+
+
+def dream(cfg: DictConfig) -> None:
+    from worldsim.evaluation.video import real_vs_dream_video
+    from worldsim.training.train_world_model import load_world_model
+
+    model, _ = load_world_model(cfg.checkpoint, cfg.device)
+    path = real_vs_dream_video(model, cfg.data_dir, cfg.out, rows=int(cfg.rows), steps=int(cfg.steps),
+                               split=cfg.split, val_fraction=float(cfg.val_fraction), seed=int(cfg.seed))
+    print(f"wrote {path} (left: real play, right: the dream under the same actions)")
+
+
+def train_agent(cfg: DictConfig) -> dict:
+    import json
+
+    from worldsim.agents.dream_ppo import DreamAgentConfig, train_agent_in_dream
+    from worldsim.data.store import atomic_write_json
+    from worldsim.training.checkpoint import dataclass_from_dict
+
+    acfg = dataclass_from_dict(DreamAgentConfig, _kwargs(cfg.agent))
+    result = train_agent_in_dream(cfg.checkpoint, cfg.out, acfg, data_dir=cfg.data_dir, progress=bool(cfg.progress))
+    atomic_write_json(Path(cfg.out).with_suffix(".json"), result)
+    print(json.dumps({k: result[k] for k in ("dream_steps", "dream_steps_per_s")}, indent=None))
+    return result
+
+
+def run(cfg: DictConfig) -> None:
+    """The whole pipeline; each stage resumes or skips what is already done, so re-running continues."""
+    import time
+
+    from worldsim.data.store import atomic_write_json
+    from worldsim.evaluation.report import write_report
+
+    t0 = time.perf_counter()
+    run_dir = Path(cfg.run_dir)
+    base = {"env": cfg.env, "model": cfg.model, "seed": cfg.seed, "device": cfg.device,
+            "val_fraction": cfg.val_fraction, "progress": cfg.progress, "run_dir": str(run_dir)}
+    policy = {"name": cfg.collect.policy}
+    timings: dict[str, float] = {}
+
+    def stage(name: str, fn, node: dict) -> object:
+        print(f"\n== {name} ==")
+        t = time.perf_counter()
+        result = fn(OmegaConf.create(node))
+        timings[name] = time.perf_counter() - t
+        return result
+
+    stage("collect", collect, {**base, "data_dir": cfg.data_dir, "steps": cfg.collect.steps, "policy": policy,
+                               "num_workers": cfg.collect.num_workers})
+    stage("collect held-out", collect, {**base, "data_dir": cfg.heldout_dir, "steps": cfg.collect.heldout_steps,
+                                        "policy": policy, "num_workers": cfg.collect.num_workers, "seed": cfg.seed + 1})
+    stage("train tokenizer", train_tokenizer, {**base, "data_dir": cfg.data_dir, "out": str(run_dir / "tokenizer.pt")})
+    stage("train world model", train_world_model, {**base, "data_dir": cfg.data_dir,
+                                                   "tokenizer": str(run_dir / "tokenizer.pt"),
+                                                   "out": str(run_dir / "world_model.pt")})
+    ckpt = str(run_dir / "world_model.pt")
+    stage("evaluate world model", evaluate_world_model, {
+        **base, "checkpoint": ckpt, "data_dir": cfg.heldout_dir, "split": "all", "batch_size": 50,
+        "sampling_steps": None, "out_dir": str(run_dir / "eval"), "device": "cpu", **_kwargs(cfg.evaluate)})
+    stage("dream video", dream, {**base, "checkpoint": ckpt, "data_dir": cfg.heldout_dir, "split": "all", "rows": 4,
+                                 "steps": 48, "out": str(run_dir / "dream.mp4"), "device": "cpu"})
+    stage("train agent in the dream", train_agent, {**base, "checkpoint": ckpt, "data_dir": cfg.data_dir,
+                                                    "out": str(run_dir / "agent.zip"), "agent": cfg.agent})
+    timings["total"] = time.perf_counter() - t0
+    atomic_write_json(run_dir / "timings.json", timings)
+    path = write_report(run_dir, OmegaConf.to_container(cfg, resolve=True))
+    print(f"\nreport: {path}")

@@ -85,6 +85,64 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
 
+# ----------------------------------------------------------------------------- windowed attention
+@dataclass
+class WindowLayout:
+    """Token layout of a teacher-forced pass: ``t`` clean frames then ``t - 1`` noisy frames
+    (frames 1..t-1), ``n`` tokens each, attention window ``C`` frames (see :meth:`DiT.block_causal_mask`)."""
+
+    t: int
+    n: int
+    C: int
+    noisy: bool
+    clean_mask: torch.Tensor  # (t, 1, (C+1)·n) bool: which window slots hold a real frame
+    noisy_mask: torch.Tensor | None  # (t-1, 1, (C+1)·n)
+
+    @classmethod
+    def build(cls, t: int, n: int, C: int, noisy: bool, device) -> "WindowLayout":
+        f = torch.arange(t, device=device)[:, None]
+        slot = torch.arange(C + 1, device=device)[None, :]
+        valid = f - C + slot >= 0  # (t, C+1): slot j of frame f holds frame f-C+j
+        clean = valid.repeat_interleave(n, dim=1)[:, None, :]
+        noisy_mask = None
+        if noisy:  # noisy frame f: clean frames f-C..f-1 (slots 0..C-1 of the clean window), then itself
+            nv = torch.cat([valid[1:, :C], torch.ones_like(valid[1:, :1])], dim=1)
+            noisy_mask = nv.repeat_interleave(n, dim=1)[:, None, :]
+        return cls(t, n, C, noisy, clean, noisy_mask)
+
+
+def windowed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lay: WindowLayout) -> torch.Tensor:
+    """Block-causal sliding-window attention without a full (L × L) mask.
+
+    q, k, v (b, heads, L, e) with L = t·n clean tokens followed by (t-1)·n noisy tokens. Each frame
+    attends only to its own window of C+1 frames, gathered with ``unfold``: the cost is
+    O(L · (C+1)·n) instead of O(L²). Equal to full attention under ``DiT.block_causal_mask``.
+    """
+    b, h, _, e = q.shape
+    t, n, C = lay.t, lay.n, lay.C
+    tn = t * n
+
+    def frames(x: torch.Tensor, count: int) -> torch.Tensor:  # (b, h, count·n, e) -> (b, h, count, n, e)
+        return x.reshape(b, h, count, n, e)
+
+    kc, vc = frames(k[:, :, :tn], t), frames(v[:, :, :tn], t)
+    pad = (0, 0, 0, 0, C, 0)  # C empty frames in front of frame 0
+    # windows of C+1 consecutive clean frames ending at each frame: (b, h, t, C+1, n, e)
+    kw = F.pad(kc, pad).unfold(2, C + 1, 1).permute(0, 1, 2, 5, 3, 4)
+    vw = F.pad(vc, pad).unfold(2, C + 1, 1).permute(0, 1, 2, 5, 3, 4)
+    qc = frames(q[:, :, :tn], t)
+    out_c = F.scaled_dot_product_attention(qc, kw.reshape(b, h, t, -1, e), vw.reshape(b, h, t, -1, e),
+                                           attn_mask=lay.clean_mask)  # (b, h, t, n, e)
+    outs = [out_c.reshape(b, h, tn, e)]
+    if lay.noisy:
+        qn, kn, vn = (frames(x[:, :, tn:], t - 1) for x in (q, k, v))
+        kwn = torch.cat([kw[:, :, 1:, :C], kn[:, :, :, None]], dim=3).reshape(b, h, t - 1, -1, e)
+        vwn = torch.cat([vw[:, :, 1:, :C], vn[:, :, :, None]], dim=3).reshape(b, h, t - 1, -1, e)
+        out_n = F.scaled_dot_product_attention(qn, kwn, vwn, attn_mask=lay.noisy_mask)
+        outs.append(out_n.reshape(b, h, (t - 1) * n, e))
+    return torch.cat(outs, dim=2)
+
+
 # ----------------------------------------------------------------------------- blocks
 class Attention(nn.Module):
     def __init__(self, width: int, heads: int) -> None:
@@ -95,12 +153,17 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: "WindowLayout | torch.Tensor | None",
                 past: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """``layout``: a :class:`WindowLayout` (windowed teacher-forced pass), a boolean mask, or
+        None (cached generation: the new tokens attend to ``past`` and to each other)."""
         q, k, v = rearrange(self.qkv(x), "b n (three h e) -> three b h n e", three=3, h=self.heads)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        keys, values = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (b, h, n, e)
+        if isinstance(layout, WindowLayout):
+            out = windowed_attention(q, k, v, layout)
+        else:
+            keys, values = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=layout)  # (b, h, n, e)
         return self.proj(rearrange(out, "b h n e -> b n (h e)")), (k, v)
 
 
@@ -233,6 +296,9 @@ class DiT(nn.Module):
                           k_noisy: torch.Tensor, window: int) -> torch.Tensor:
         """Which query token may attend to which key token (True = attend); all args per token.
 
+        The definition of the attention pattern; the model computes it window by window
+        (:func:`windowed_attention`) and the tests check the two agree.
+
         clean query at frame f: clean keys of frames f-C .. f (itself included);
         noisy query at frame f: clean keys of frames f-C .. f-1, and the noisy tokens of frame f.
         """
@@ -260,12 +326,10 @@ class DiT(nn.Module):
         cond = torch.cat([self.condition(clean_c_noise, prev_actions),
                           self.condition(noisy_c_noise, prev_actions[:, 1:])], dim=1)  # (b, 2t-1, d)
         frame_pos = torch.cat([torch.arange(t, device=dev), torch.arange(1, t, device=dev)])
-        is_noisy = torch.cat([torch.zeros(t, dtype=torch.bool, device=dev), torch.ones(t - 1, dtype=torch.bool, device=dev)])
-        tok_pos, tok_noisy = frame_pos.repeat_interleave(n), is_noisy.repeat_interleave(n)
-        mask = self.block_causal_mask(tok_pos, tok_noisy, tok_pos, tok_noisy, self.cfg.context_frames)
+        layout = WindowLayout.build(t, n, self.cfg.context_frames, True, dev)
         cos, sin = self._rope(frame_pos, n)
         for block in self.blocks:
-            x, _ = block(x, cond, n, cos, sin, mask)
+            x, _ = block(x, cond, n, cos, sin, layout)
         features = rearrange(x[:, : t * n], "b (t n) d -> b t n d", t=t).mean(dim=2)
         out = self.final(x[:, t * n :], cond[:, t:], n)
         return self.unembed(out, t - 1, h, w), features
@@ -288,16 +352,14 @@ class DiT(nn.Module):
         x = self.embed_frames(clean)
         cond = self.condition(c_noise, prev_actions)
         frame_pos = torch.arange(start_pos, start_pos + t, device=dev)
-        tok = frame_pos.repeat_interleave(n)
-        no = torch.zeros_like(tok, dtype=torch.bool)
-        mask = self.block_causal_mask(tok, no, tok, no, C)
+        layout = WindowLayout.build(t, n, C, False, dev)
         cos, sin = self._rope(frame_pos, n)
         if cache is None:
             shape = (b, self.cfg.heads, C * n, self.cfg.width // self.cfg.heads)
             cache = DiTCache([x.new_zeros(shape) for _ in self.blocks], [x.new_zeros(shape) for _ in self.blocks],
                              n, start_pos + t)
         for i, block in enumerate(self.blocks):
-            x, (k, v) = block(x, cond, n, cos, sin, mask)
+            x, (k, v) = block(x, cond, n, cos, sin, layout)
             for f in range(t):
                 sl = slice(f * n, (f + 1) * n)
                 cache.write(i, (k[:, :, sl], v[:, :, sl]), start_pos + f, rows)

@@ -128,17 +128,27 @@ class WorldModel(nn.Module):
         return self.loss(latents, actions, rewards, terminated, generator)
 
     # ------------------------------------------------------------------ generation
-    def _context_c_noise(self, shape, device) -> torch.Tensor:
-        return diffusion.precondition(torch.full(shape, self.cfg.edm.sigma_min, device=device), 1.0).c_noise
+    def _context_input(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clean frames enter the clean stream as at σ_min: scaled input and c_noise (b, ...) per frame."""
+        pre = diffusion.precondition(torch.tensor(self.cfg.edm.sigma_min, device=z.device), self.cfg.edm.sigma_data)
+        return z * pre.c_in, pre.c_noise.expand(z.shape[: z.dim() - 3])
 
     @torch.no_grad()
     def start(self, context: torch.Tensor, context_prev_actions: torch.Tensor, start_pos: int = 0,
               cache: DiTCache | None = None, rows: torch.Tensor | None = None) -> DiTCache:
         """Fill a cache from ``C`` context latents (b, C, c, h, w) and the actions that led to them (b, C)."""
-        c_in = diffusion.precondition(torch.tensor(self.cfg.edm.sigma_min), self.cfg.edm.sigma_data).c_in
-        cache, _ = self.dit.prefill(context * c_in, self._context_c_noise(context.shape[:2], context.device),
-                                    context_prev_actions, start_pos, cache, rows)
+        x, c_noise = self._context_input(context)
+        cache, _ = self.dit.prefill(x, c_noise, context_prev_actions, start_pos, cache, rows)
         return cache
+
+    @torch.no_grad()
+    def commit(self, cache: DiTCache, latents: torch.Tensor, actions: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append frames (b, c, h, w) reached by ``actions`` (b,) to the cache; returns the heads'
+        reward-class probabilities (b, 3) and episode-end probability (b,) for that transition."""
+        x, c_noise = self._context_input(latents)
+        reward_logits, end_logits = self.heads(self.dit.commit(x, c_noise, actions, cache))
+        return reward_logits.softmax(-1), end_logits.sigmoid()
 
     @torch.no_grad()
     def step(self, cache: DiTCache, actions: torch.Tensor, generator: torch.Generator | None = None,
@@ -154,7 +164,10 @@ class WorldModel(nn.Module):
         ref = cache.keys[0]
         c = self.cfg.dit.latent_channels
         h, w = self._latent_hw
-        sigmas = diffusion.karras_sigmas(sampling_steps or edm.sampling_steps, edm.sigma_min, edm.sigma_max, edm.rho)
+        if not h:
+            raise RuntimeError("call set_frame_size(h, w) before generating (load_world_model does it for you).")
+        steps = edm.sampling_steps if sampling_steps is None else sampling_steps  # 0 is an error, not "default"
+        sigmas = diffusion.karras_sigmas(steps, edm.sigma_min, edm.sigma_max, edm.rho)
 
         def denoiser(x: torch.Tensor, sigma: float) -> torch.Tensor:
             pre = diffusion.precondition(torch.full((b,), sigma, device=ref.device), edm.sigma_data)
@@ -164,12 +177,9 @@ class WorldModel(nn.Module):
         if noise is None:
             noise = torch.randn((b, c, h, w), generator=generator, device=ref.device, dtype=ref.dtype)
         z = diffusion.sample(denoiser, noise, sigmas, solver or edm.solver)
-        c_in = diffusion.precondition(torch.tensor(edm.sigma_min), edm.sigma_data).c_in
-        features = self.dit.commit(z * c_in, self._context_c_noise((b,), ref.device), actions, cache)
-        reward_logits, end_logits = self.heads(features)
-        probs = reward_logits.softmax(-1)
+        probs, end_prob = self.commit(cache, z, actions)
         reward = torch.tensor(REWARD_CLASSES, device=ref.device)[probs.argmax(-1)]
-        return StepOutput(z, reward, probs, end_logits.sigmoid())
+        return StepOutput(z, reward, probs, end_prob)
 
     _latent_hw: tuple[int, int] = (0, 0)
 

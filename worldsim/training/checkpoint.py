@@ -36,6 +36,9 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT, "version": VERSION, "worldsim_version": worldsim.__version__, **payload}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600 files; give checkpoints the usual permissions
     os.close(fd)
     try:
         torch.save(data, tmp)
@@ -56,7 +59,7 @@ def load_checkpoint(path: str | Path, kind: str | None = None, map_location: str
         data = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as e:
         raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+            f"{path} is not a readable checkpoint ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}). "
             "It may be truncated (an interrupted copy) or not a worldsim checkpoint; restore or retrain it."
         ) from e
     if not isinstance(data, dict) or data.get("format") != FORMAT:

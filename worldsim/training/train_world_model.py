@@ -78,12 +78,6 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
     torch.manual_seed(train.seed + dist.rank)
     progress = progress and dist.is_main
 
-    if out.exists() and int(load_checkpoint(out, kind="world_model").get("step", 0)) >= train.steps:
-        if dist.is_main:
-            print(f"{out} is already trained (>= {train.steps} steps); nothing to do. Raise the step budget to continue.")
-        cleanup_distributed(dist)
-        return load_checkpoint(out).get("metrics", {})
-
     # ---- frozen tokenizer and episodes
     tokenizer, tok_ckpt = load_tokenizer(tokenizer_path)
     store = EpisodeStore.open(data_dir)
@@ -100,7 +94,6 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
     h, w = store.metadata["frame_shape"][:2]
     model.set_frame_size(h, w)
     model.to(device)
-    latents = encode_frames(model, train_data.frames, device, progress)  # (N, c, h, w), CPU
     ema = copy.deepcopy(model).requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=train.lr, betas=(0.9, 0.99), weight_decay=train.weight_decay)
@@ -113,9 +106,14 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
         ckpt = load_checkpoint(out, kind="world_model")
         if ckpt["config"]["model"] != asdict(cfg):
             raise CheckpointError(f"{out} was trained with another model config; choose a new out=... or the same preset.")
+        step = int(ckpt["step"])
+        if step >= train.steps:
+            if dist.is_main:
+                print(f"{out} is already trained ({step} steps); nothing to do. Raise the step budget to continue.")
+            cleanup_distributed(dist)
+            return ckpt.get("metrics", {})
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
-        step = int(ckpt["step"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         gen.set_state(ckpt["generators"][dist.rank] if dist.rank < len(ckpt["generators"]) else gen.get_state())
@@ -123,6 +121,7 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
         if dist.is_main:
             print(f"resuming world-model training from step {step} of {train.steps}")
     net = DistributedDataParallel(model) if dist.enabled else model
+    latents = encode_frames(model, train_data.frames, device, progress)  # (N, c, h, w), kept on the CPU
 
     def checkpoint(metrics: dict[str, Any] | None = None) -> None:
         gens = [gen.get_state()]

@@ -1,0 +1,94 @@
+"""The `worldsim` command line: help, config printing, exit codes and messages that say what to do."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from worldsim.cli import COMMANDS, main
+
+
+@pytest.mark.parametrize("argv", [[], ["--help"], ["-h"], ["help"]])
+def test_help_lists_commands(argv, capsys):
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: worldsim <command>")
+    for command in COMMANDS:
+        assert command in out
+
+
+def test_unknown_command(capsys):
+    assert main(["colect"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'colect'" in err and "collect" in err
+
+
+def test_collect_cfg_prints_the_config(capsys):
+    assert main(["collect", "--cfg"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["steps"] == 10000 and cfg["env"]["kwargs"]["game"] == "boxing"
+    assert cfg["policy"]["name"] == "sticky_random" and cfg["data_dir"] == "data/boxing"
+
+
+def test_cfg_shows_overrides(capsys):
+    assert main(["collect", "env=pong", "steps=123", "policy=random", "--cfg"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["steps"] == 123 and cfg["env"]["kwargs"]["game"] == "pong" and cfg["data_dir"] == "data/pong"
+    assert cfg["policy"] == {"name": "random"}
+
+
+def test_unknown_key_is_a_usage_error(capsys):
+    assert main(["collect", "foo=1"]) == 2
+    err = capsys.readouterr().err
+    assert "bad configuration" in err and "foo" in err and "--cfg" in err
+
+
+def test_unknown_option_flag(capsys):
+    assert main(["collect", "--bogus"]) == 2
+    assert "--bogus" in capsys.readouterr().err
+
+
+def test_unknown_env_group_lists_options(capsys):
+    assert main(["collect", "env=nope"]) == 2
+    err = capsys.readouterr().err
+    assert "env/nope" in err
+    for option in ("atari", "boxing", "breakout", "pong", "crafter", "miniworld", "minerl"):
+        assert option in err
+
+
+def test_negative_steps(tmp_path, capsys):
+    assert main(["collect", "steps=-5", f"data_dir={tmp_path / 'd'}", "progress=false"]) == 1
+    err = capsys.readouterr().err
+    assert "steps must be positive, got -5" in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_unknown_game(tmp_path, capsys):
+    assert main(["collect", "env=atari", "env.kwargs.game=zork", f"data_dir={tmp_path / 'd'}"]) == 1
+    err = capsys.readouterr().err
+    assert "Unknown Atari game 'zork'" in err and "boxing" in err and "pong" in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_info_on_missing_path(tmp_path, capsys):
+    missing = tmp_path / "not_there"
+    assert main(["info", f"path={missing}"]) != 0
+    err = capsys.readouterr().err
+    assert str(missing) in err and "Traceback" not in err
+
+
+def test_collect_then_info_smoke(tmp_path, capsys):
+    data = tmp_path / "boxing"
+    args = ["collect", "env=boxing", "steps=60", "num_workers=1", f"data_dir={data}", "progress=false",
+            "env.kwargs.max_episode_steps=25", "env.kwargs.frame_size=32"]
+    assert main(args) == 0
+    assert f"{data} now holds 60 steps" in capsys.readouterr().out
+    assert main(["info", f"path={data}"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 60 and summary["episodes"] == 3 and summary["frame_shape"] == [32, 32, 3]
+    assert summary["unreadable_files"] == [] and summary["train_episodes"] + summary["val_episodes"] == 3
+    # Same command again: nothing to do, still success.
+    assert main(args) == 0
+    assert "nothing to record" in capsys.readouterr().out

@@ -1,0 +1,406 @@
+"""Tokenizer, DiT and WorldModel: shapes, adaLN-Zero, block-causal attention, cached generation
+against the teacher-forced pass, frame sizes, gradients and seeded sampling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from worldsim.diffusion import EDMConfig
+from worldsim.models.dit import DiT, DiTBlock, DiTConfig, rope_tables
+from worldsim.models.tokenizer import Tokenizer, TokenizerConfig, tokenizer_loss
+from worldsim.models.world_model import WorldModel, WorldModelConfig
+
+NUM_ACTIONS = 5
+TOK = TokenizerConfig(patch_size=4, channels=[16], latent_channels=4, res_blocks=1)
+
+
+def dit_config(**kw) -> DiTConfig:
+    base = dict(latent_channels=4, patch_size=2, width=32, depth=2, heads=2, mlp_ratio=2.0,
+                num_actions=NUM_ACTIONS, context_frames=2)
+    return DiTConfig(**{**base, **kw})
+
+
+def randomize(module: torch.nn.Module, std: float = 0.05, seed: int = 0) -> torch.nn.Module:
+    """Overwrite every parameter with N(0, std²) so the model is not adaLN-Zero's zero function."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return module
+
+
+def window(t: int, b: int = 2, h: int = 8, w: int = 8, c: int = 4, seed: int = 0):
+    """Random DiT inputs for a teacher-forced window of ``t`` frames."""
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randn(b, t, c, h, w, generator=g)
+    clean_c_noise = torch.rand(b, t, generator=g) - 1.5
+    noisy = torch.randn(b, t - 1, c, h, w, generator=g)
+    noisy_c_noise = torch.rand(b, t - 1, generator=g)
+    prev_actions = torch.randint(NUM_ACTIONS, (b, t), generator=g)
+    prev_actions[:, 0] = NUM_ACTIONS  # null action for the first frame
+    return clean, clean_c_noise, noisy, noisy_c_noise, prev_actions
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+# ----------------------------------------------------------------------------- tokenizer
+@pytest.mark.parametrize("cfg, frame, latent", [
+    (TokenizerConfig(patch_size=4, channels=[16], latent_channels=4, res_blocks=1), (32, 32), (4, 8, 8)),
+    (TokenizerConfig(patch_size=4, channels=[16], latent_channels=4, res_blocks=1), (16, 24), (4, 4, 6)),
+    (TokenizerConfig(patch_size=2, channels=[8, 16], latent_channels=3, res_blocks=1), (32, 32), (3, 8, 8)),
+    (TokenizerConfig(patch_size=2, channels=[8, 8, 16], latent_channels=2, res_blocks=2), (32, 16), (2, 4, 2)),
+    (TokenizerConfig(patch_size=1, channels=[8, 8], latent_channels=4, res_blocks=1), (16, 16), (4, 8, 8)),
+])
+def test_tokenizer_shapes(cfg, frame, latent):
+    tok = Tokenizer(cfg).eval()
+    assert cfg.downsample == frame[0] // latent[1]
+    x = torch.rand(2, 3, 3, *frame)  # (b, t, 3, H, W): any leading dims
+    z = tok.encode(x)
+    assert z.shape == (2, 3, *latent)
+    post = tok.posterior(x[:, 0])
+    assert post.mean.shape == post.logvar.shape == (2, *latent)
+    assert post.sample(torch.Generator().manual_seed(0)).shape == (2, *latent)
+    assert tok.decode(z).shape == x.shape
+
+
+def test_tokenizer_rejects_frames_that_do_not_fit():
+    tok = Tokenizer(TokenizerConfig(patch_size=4, channels=[8, 8], latent_channels=4, res_blocks=1))  # f = 8
+    with pytest.raises(ValueError, match=r"downsampling factor 8.*frame_size=56"):
+        tok.encode(torch.rand(1, 3, 62, 64))
+    with pytest.raises(ValueError, match="model.tokenizer.channels"):
+        tok.check_frame_size(64, 60)
+    tok.check_frame_size(64, 48)  # fine
+
+
+def test_tokenizer_loss_is_finite_and_trains_every_parameter():
+    tok = Tokenizer(TOK)
+    pairs = torch.rand(3, 2, 3, 16, 16)
+    pairs[:, 1] = pairs[:, 0]
+    pairs[:, 1, :, 4:8, 4:8] = 1.0  # a moving square
+    out = tokenizer_loss(tok, pairs, torch.Generator().manual_seed(0))
+    assert all(torch.isfinite(v) for v in out)
+    out.loss.backward()
+    assert all(p.grad is not None for p in tok.parameters())
+
+
+def test_tokenizer_loss_motion_term_counts_only_changed_pixels():
+    tok = Tokenizer(TOK)
+    still = torch.rand(2, 1, 3, 16, 16).repeat(1, 2, 1, 1, 1)  # nothing moves
+    out = tokenizer_loss(tok, still, torch.Generator().manual_seed(0))
+    assert out.motion_mse.item() == 0.0
+
+
+def test_latent_stats_normalize_round_trip():
+    tok = Tokenizer(TOK)
+    g = torch.Generator().manual_seed(0)
+    scale = torch.tensor([0.5, 2.0, 3.0, 0.1]).view(1, 4, 1, 1)
+    shift = torch.tensor([1.0, -2.0, 0.0, 5.0]).view(1, 4, 1, 1)
+    z = torch.randn(64, 4, 6, 6, generator=g) * scale + shift
+    tok.set_latent_stats(z)
+    n = tok.normalize(z)
+    torch.testing.assert_close(n.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(n.std(dim=(0, 2, 3)), torch.ones(4), atol=1e-4, rtol=0)
+    torch.testing.assert_close(tok.denormalize(n), z, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(tok.normalize(tok.denormalize(n)), n, atol=1e-5, rtol=1e-5)
+    assert "latent_mean" in tok.state_dict() and "latent_std" in tok.state_dict()
+
+
+# ----------------------------------------------------------------------------- DiT: shapes and adaLN-Zero
+def test_dit_forward_shapes():
+    dit = DiT(dit_config())
+    raw, features = dit(*window(5))
+    assert raw.shape == (2, 4, 4, 8, 8)
+    assert features.shape == (2, 5, 32)
+
+
+def test_fresh_dit_outputs_exact_zeros():
+    dit = DiT(dit_config())
+    clean, cc, noisy, nc, pa = window(4)
+    raw, features = dit(clean, cc, noisy, nc, pa)
+    assert torch.equal(raw, torch.zeros_like(raw))
+    assert features.abs().sum() > 0  # the clean stream still carries the frames (blocks are identities)
+    cache, _ = dit.prefill(clean[:, :2], cc[:, :2], pa[:, :2])
+    out = dit.denoise_next(torch.randn(2, 4, 8, 8), torch.zeros(2), torch.zeros(2, dtype=torch.long), cache)
+    assert torch.equal(out, torch.zeros_like(out))
+
+
+def test_fresh_dit_blocks_are_identities():
+    dit = DiT(dit_config())
+    n, frames = 16, 3
+    x = torch.randn(2, frames * n, 32)
+    cond = torch.randn(2, frames, 32)
+    cos, sin = rope_tables(torch.arange(frames).repeat_interleave(n), 16)
+    for block in dit.blocks:
+        assert isinstance(block, DiTBlock)
+        out, _ = block(x, cond, n, cos, sin, None)
+        assert torch.equal(out, x)
+
+
+def test_initialize_weights_restores_adaln_zero():
+    dit = randomize(DiT(dit_config()))
+    assert dit(*window(3))[0].abs().max() > 0
+    dit.initialize_weights()
+    raw = dit(*window(3))[0]
+    assert torch.equal(raw, torch.zeros_like(raw))
+
+
+# ----------------------------------------------------------------------------- DiT: causality
+@pytest.mark.parametrize("depth", [1, 2])
+def test_clean_frame_influence_is_causal_and_windowed(depth):
+    """Perturbing clean frame j may change clean features j .. j + depth·C and noisy outputs
+    j+1 .. j + depth·C (each layer reaches C frames further back), and nothing else."""
+    C, t = 2, 8
+    # std 0.2: with 0.05 the second layer's reach is real but ~1e-6, too close to rounding to assert on
+    dit = randomize(DiT(dit_config(depth=depth, context_frames=C)), std=0.2)
+    reach = depth * C
+    inputs = window(t)
+    raw, feat = dit(*inputs)
+    for j in range(t):
+        clean = inputs[0].clone()
+        clean[:, j] += torch.randn(clean[:, j].shape, generator=torch.Generator().manual_seed(j))
+        raw2, feat2 = dit(clean, *inputs[1:])
+        for i in range(t):
+            d = max_diff(feat[:, i], feat2[:, i])
+            if j <= i <= j + reach:
+                assert d > 1e-5, f"clean frame {j} should reach clean features of frame {i}"
+            else:
+                assert d < 1e-6, f"clean frame {j} leaked into clean features of frame {i} ({d})"
+        for i in range(1, t):
+            d = max_diff(raw[:, i - 1], raw2[:, i - 1])
+            if j < i <= j + reach:
+                assert d > 1e-5, f"clean frame {j} should reach noisy frame {i}"
+            else:
+                assert d < 1e-6, f"clean frame {j} leaked into noisy frame {i} ({d})"
+
+
+def test_noisy_frame_only_affects_itself():
+    t = 6
+    dit = randomize(DiT(dit_config()), std=0.2)
+    inputs = window(t)
+    raw, feat = dit(*inputs)
+    for k in range(t - 1):
+        noisy = inputs[2].clone()
+        noisy[:, k] += 1.0
+        raw2, feat2 = dit(inputs[0], inputs[1], noisy, *inputs[3:])
+        assert max_diff(feat, feat2) < 1e-6, "the clean stream must never attend to noisy frames"
+        for i in range(t - 1):
+            d = max_diff(raw[:, i], raw2[:, i])
+            assert (d > 1e-5) if i == k else (d < 1e-6), (k, i, d)
+
+
+def test_noise_level_and_action_condition_their_frame():
+    t = 5
+    dit = randomize(DiT(dit_config()), std=0.2)
+    inputs = window(t)
+    raw, _ = dit(*inputs)
+    noisy_c = inputs[3].clone()
+    noisy_c[:, 2] += 0.5
+    raw2, _ = dit(*inputs[:3], noisy_c, inputs[4])
+    assert max_diff(raw[:, 2], raw2[:, 2]) > 1e-5
+    assert max_diff(raw[:, :2], raw2[:, :2]) < 1e-6 and max_diff(raw[:, 3:], raw2[:, 3:]) < 1e-6
+    actions = inputs[4].clone()
+    actions[:, 3] = (actions[:, 3] + 1) % NUM_ACTIONS  # the action leading to frame 3
+    raw3, _ = dit(*inputs[:4], actions)
+    assert max_diff(raw[:, 2], raw3[:, 2]) > 1e-5  # noisy frame 3 sees its action
+    assert max_diff(raw[:, :2], raw3[:, :2]) < 1e-6  # earlier frames do not
+
+
+# ----------------------------------------------------------------------------- DiT: cached generation
+@pytest.mark.parametrize("depth, C, t", [(2, 2, 7), (1, 3, 8), (3, 1, 5)])
+def test_cached_generation_matches_teacher_forced_pass(depth, C, t):
+    dit = randomize(DiT(dit_config(depth=depth, context_frames=C))).eval()
+    clean, cc, noisy, nc, pa = window(t)
+    raw, feat = dit(clean, cc, noisy, nc, pa)
+    cache, f0 = dit.prefill(clean[:, :C], cc[:, :C], pa[:, :C])
+    torch.testing.assert_close(f0, feat[:, :C], atol=1e-5, rtol=0)
+    for i in range(C, t):  # well past the window: the ring of cache slots wraps around
+        assert cache.next_pos == i
+        out = dit.denoise_next(noisy[:, i - 1], nc[:, i - 1], pa[:, i], cache)
+        torch.testing.assert_close(out, raw[:, i - 1], atol=1e-5, rtol=0)
+        again = dit.denoise_next(noisy[:, i - 1], nc[:, i - 1], pa[:, i], cache)
+        assert torch.equal(out, again), "denoise_next must not change the cache"
+        f = dit.commit(clean[:, i], cc[:, i], pa[:, i], cache)
+        torch.testing.assert_close(f, feat[:, i], atol=1e-5, rtol=0)
+
+
+def test_prefill_rejects_wrong_context_length():
+    dit = DiT(dit_config(context_frames=2))
+    clean, cc, _, _, pa = window(3)
+    with pytest.raises(ValueError, match="exactly 2 frames"):
+        dit.prefill(clean, cc, pa)
+
+
+def test_attention_depends_on_relative_positions_only():
+    dit = randomize(DiT(dit_config())).eval()
+    clean, cc, noisy, nc, pa = window(3)
+    outs = []
+    for start in (0, 100):
+        cache, f = dit.prefill(clean[:, :2], cc[:, :2], pa[:, :2], start_pos=start)
+        outs.append((f, dit.denoise_next(noisy[:, 1], nc[:, 1], pa[:, 2], cache)))
+    torch.testing.assert_close(outs[0][0], outs[1][0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(outs[0][1], outs[1][1], atol=1e-4, rtol=0)
+
+
+def test_prefill_into_rows_of_a_running_cache():
+    """Refilling one row (a dream env reset) gives that row what a fresh cache would give."""
+    dit = randomize(DiT(dit_config())).eval()
+    clean, cc, noisy, nc, pa = window(6, b=3)
+
+    def running_cache():
+        cache, _ = dit.prefill(clean[:, :2], cc[:, :2], pa[:, :2])
+        for i in range(2, 5):
+            dit.commit(clean[:, i], cc[:, i], pa[:, i], cache)
+        return cache
+
+    cache, untouched = running_cache(), running_cache()
+    other = window(3, b=1, seed=7)
+    ctx = (other[0][:, :2], other[1][:, :2], other[4][:, :2])
+    dit.prefill(*ctx, start_pos=cache.next_pos - 2, cache=cache, rows=torch.tensor([1]))
+    assert cache.next_pos == untouched.next_pos == 5
+    fresh, _ = dit.prefill(*ctx)
+    x, c, a = noisy[:, 0], nc[:, 0], pa[:, 5]
+    out = dit.denoise_next(x, c, a, cache)
+    torch.testing.assert_close(out[1:2], dit.denoise_next(x[1:2], c[1:2], a[1:2], fresh), atol=1e-4, rtol=0)
+    assert torch.equal(out[[0, 2]], dit.denoise_next(x, c, a, untouched)[[0, 2]]), "other rows must be untouched"
+
+
+@pytest.mark.parametrize("h, w", [(8, 8), (8, 12), (12, 8), (4, 2)])
+def test_dit_runs_on_any_divisible_grid(h, w):
+    dit = randomize(DiT(dit_config())).eval()
+    clean, cc, noisy, nc, pa = window(4, h=h, w=w)
+    raw, feat = dit(clean, cc, noisy, nc, pa)
+    assert raw.shape == (2, 3, 4, h, w) and feat.shape == (2, 4, 32)
+    cache, _ = dit.prefill(clean[:, :2], cc[:, :2], pa[:, :2])
+    torch.testing.assert_close(dit.denoise_next(noisy[:, 1], nc[:, 1], pa[:, 2], cache), raw[:, 1], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("h, w", [(7, 8), (8, 9), (5, 5)])
+def test_dit_rejects_grid_not_divisible_by_patch(h, w):
+    dit = DiT(dit_config())
+    with pytest.raises(ValueError, match=r"patch_size 2.*model\.dit\.patch_size"):
+        dit(*window(3, h=h, w=w))
+
+
+# ----------------------------------------------------------------------------- WorldModel
+def world_model(sampling_steps: int = 2, **dit_kw) -> WorldModel:
+    return WorldModel(WorldModelConfig(tokenizer=TOK, dit=dit_config(**dit_kw), edm=EDMConfig(sampling_steps=sampling_steps)))
+
+
+def transitions(b: int, t: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    latents = torch.randn(b, t, 4, 8, 8, generator=g)
+    actions = torch.randint(NUM_ACTIONS, (b, t - 1), generator=g)
+    rewards = torch.randint(-1, 2, (b, t - 1), generator=g).float() * 3.0
+    terminated = torch.zeros(b, t - 1, dtype=torch.bool)
+    terminated[0, -1] = True
+    return latents, actions, rewards, terminated
+
+
+def test_world_model_rejects_mismatched_latent_channels():
+    with pytest.raises(ValueError, match="latent_channels"):
+        WorldModel(WorldModelConfig(tokenizer=TOK, dit=dit_config(latent_channels=8)))
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_world_model_loss_gradients_reach_dit_and_heads_not_tokenizer(fresh):
+    model = world_model()
+    if not fresh:
+        randomize(model.dit)
+    model.tokenizer.requires_grad_(False)
+    out = model.loss(*transitions(3, 4), generator=torch.Generator().manual_seed(0))
+    assert all(torch.isfinite(v).item() for v in out)
+    assert out.loss.requires_grad and not out.diffusion.requires_grad
+    out.loss.backward()
+    assert all(p.grad is None for p in model.tokenizer.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.heads.parameters())
+    assert model.dit.final.linear.weight.grad.abs().sum() > 0  # adaLN-Zero: the output layer learns first
+    dit_grads = [p.grad for p in model.dit.parameters()]
+    assert all(g is not None for g in dit_grads)
+    if not fresh:
+        assert sum(int(g.abs().sum() > 0) for g in dit_grads) == len(dit_grads)
+
+
+def test_world_model_loss_is_seeded():
+    model = world_model()
+    randomize(model.dit)
+    data = transitions(2, 4)
+    a = model.loss(*data, generator=torch.Generator().manual_seed(5))
+    b = model.loss(*data, generator=torch.Generator().manual_seed(5))
+    c = model.loss(*data, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a.loss, b.loss) and not torch.equal(a.loss, c.loss)
+
+
+def _started(model: WorldModel, b: int = 3):
+    g = torch.Generator().manual_seed(11)
+    context = torch.randn(b, model.cfg.dit.context_frames, 4, 8, 8, generator=g)
+    prev = torch.randint(NUM_ACTIONS, (b, model.cfg.dit.context_frames), generator=g)
+    prev[:, 0] = model.dit.null_action
+    return model.start(context, prev)
+
+
+def test_world_model_step_is_seeded_and_well_formed():
+    model = randomize(world_model(), std=0.05).eval()
+    assert model.set_frame_size(32, 32) == (8, 8)
+    actions = torch.tensor([0, 1, 4])
+
+    def rollout(seed: int, steps: int = 4):
+        cache = _started(model)
+        g = torch.Generator().manual_seed(seed)
+        return [model.step(cache, actions, g) for _ in range(steps)]  # 4 steps: past the 2-frame window
+
+    a, b, c = rollout(0), rollout(0), rollout(1)
+    for x, y in zip(a, b):
+        for u, v in zip(x, y):
+            assert torch.equal(u, v)
+    assert not torch.equal(a[0].latents, c[0].latents)
+    out = a[-1]
+    assert out.latents.shape == (3, 4, 8, 8) and torch.isfinite(out.latents).all()
+    assert out.reward.shape == (3,) and set(out.reward.tolist()) <= {-1.0, 0.0, 1.0}
+    assert out.reward_probs.shape == (3, 3)
+    torch.testing.assert_close(out.reward_probs.sum(-1), torch.ones(3))
+    assert out.end_prob.shape == (3,) and ((out.end_prob >= 0) & (out.end_prob <= 1)).all()
+    frames = model.decode(out.latents)
+    assert frames.shape == (3, 3, 32, 32) and frames.dtype == torch.uint8
+
+
+def test_world_model_step_explicit_noise_equals_generator_noise():
+    model = randomize(world_model()).eval()
+    model.set_frame_size(32, 32)
+    actions = torch.tensor([2, 2, 3])
+    a = model.step(_started(model), actions, torch.Generator().manual_seed(4))
+    noise = torch.randn((3, 4, 8, 8), generator=torch.Generator().manual_seed(4))
+    b = model.step(_started(model), actions, noise=noise)
+    assert torch.equal(a.latents, b.latents)
+
+
+def test_world_model_step_options():
+    model = randomize(world_model()).eval()
+    model.set_frame_size(32, 32)
+    actions = torch.tensor([2, 2, 3])
+    heun = model.step(_started(model), actions, torch.Generator().manual_seed(0), sampling_steps=3, solver="heun")
+    euler = model.step(_started(model), actions, torch.Generator().manual_seed(0), sampling_steps=3, solver="euler")
+    assert not torch.equal(heun.latents, euler.latents)
+    with pytest.raises(ValueError, match="at least one step"):
+        model.step(_started(model), actions, sampling_steps=0)
+    with pytest.raises(ValueError, match="solver"):
+        model.step(_started(model), actions, solver="rk4")
+
+
+def test_world_model_set_frame_size_checks_both_grids():
+    model = world_model()
+    assert model.set_frame_size(32, 48) == (8, 12)
+    with pytest.raises(ValueError, match="frame_size"):
+        model.set_frame_size(30, 32)  # not a multiple of the tokenizer's 4
+    with pytest.raises(ValueError, match="patch_size"):
+        model.set_frame_size(36, 36)  # latent 9×9 does not fit DiT patches of 2
+
+
+def test_world_model_encode_decode_round_trip_shapes():
+    model = world_model().eval()
+    frames = torch.randint(0, 256, (2, 3, 3, 32, 32), dtype=torch.uint8)
+    z = model.encode(frames)
+    assert z.shape == (2, 3, 4, 8, 8)
+    assert model.decode(z).shape == frames.shape

@@ -1,0 +1,74 @@
+"""The end-of-run report: every figure a run produced, gathered into ``report.md`` and ``report.json``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from worldsim.data.store import atomic_write_bytes, atomic_write_json
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _ckpt_metrics(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    from worldsim.training.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(path)
+    return {"step": ck.get("step"), **ck.get("metrics", {})}
+
+
+def write_report(run_dir: str | Path, config: dict[str, Any]) -> Path:
+    run_dir = Path(run_dir)
+    report = {
+        "config": config,
+        "tokenizer": _ckpt_metrics(run_dir / "tokenizer.pt"),
+        "world_model": _ckpt_metrics(run_dir / "world_model.pt"),
+        "evaluation": _json(run_dir / "eval" / "world_model_eval.json"),
+        "agent": _json(run_dir / "agent.json"),
+        "timings_s": _json(run_dir / "timings.json"),
+    }
+    atomic_write_json(run_dir / "report.json", report)
+    lines = [f"# worldsim run: {config.get('env', {}).get('tag', '?')} / {config.get('model', {}).get('name', '?')}", ""]
+    tok = report["tokenizer"]
+    if tok:
+        lines += ["## Tokenizer", f"held-out reconstruction PSNR **{tok.get('psnr', float('nan')):.2f} dB**, motion PSNR "
+                  f"**{tok.get('motion_psnr', float('nan')):.2f} dB**, latent {tok.get('latent_shape')}, "
+                  f"{tok.get('step')} steps in {tok.get('train_seconds', 0) / 60:.1f} min.", ""]
+    wm = report["world_model"]
+    if wm:
+        lines += ["## World model", f"{wm.get('step')} steps in {wm.get('train_seconds', 0) / 60:.1f} min "
+                  f"({wm.get('samples_per_s', 0):.1f} windows/s).", ""]
+    ev = report["evaluation"]
+    if ev:
+        r = ev["rollouts"]
+        lines += [f"## Rollouts on held-out play ({r['num_windows']} windows, {ev['context_frames']} context frames, "
+                  f"{ev['sampling_steps']} sampling steps)", "",
+                  "| horizon | PSNR | motion PSNR | SSIM | repeat-last PSNR | repeat-last motion | controllability (dB) | tokenizer floor |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for h in ev["horizons"]:
+            m, b = r["model"][str(h)], r["repeat_last"][str(h)]
+            lines.append(f"| {h} | {m['psnr']:.2f} | {m['motion_psnr']:.2f} | {m['ssim']:.3f} | {b['psnr']:.2f} | "
+                         f"{b['motion_psnr']:.2f} | {r['controllability_db'][str(h)]:+.2f} | "
+                         f"{r['tokenizer_floor'][str(h)]['psnr']:.2f} |")
+        hd = ev["heads"]
+        lines += ["", f"Heads (teacher-forced, {hd['transitions']} transitions): reward-sign accuracy "
+                  f"{hd['reward_accuracy']:.3f} (per class recall {hd['reward_recall_per_class']}); episode end "
+                  f"F1 {hd['end_f1']:.3f} over {hd['episode_ends']} ends.", "",
+                  "![rollout metrics](eval/world_model_eval.png)", "", "Video: `dream.mp4` (left real, right dream).", ""]
+    ag = report["agent"]
+    if ag:
+        lines += ["## Agent trained in the dream", f"PPO, {ag['dream_steps']} dream steps "
+                  f"({ag['dream_steps_per_s']:.0f} steps/s including learning). Real game: "
+                  f"**{ag['real']['mean_return']:.1f} ± {ag['real']['std_return']:.1f}** over {ag['real']['episodes']} "
+                  f"episodes; random policy {ag['random_policy_real']['mean_return']:.1f} ± "
+                  f"{ag['random_policy_real']['std_return']:.1f}. Mean dream episode return: {ag['dream_mean_episode_return']}.", ""]
+    if report["timings_s"]:
+        lines += ["## Time", " · ".join(f"{k} {v / 60:.1f} min" for k, v in report["timings_s"].items()), ""]
+    path = run_dir / "report.md"
+    atomic_write_bytes(path, lambda f: f.write("\n".join(lines).encode()))
+    return path
