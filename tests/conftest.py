@@ -18,6 +18,9 @@ from pathlib import Path
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 os.environ.setdefault("PYGLET_HEADLESS", "True")
+# One thread per process: the suite starts subprocesses (env workers, torchrun ranks), and several
+# processes each spinning two OpenMP threads on two cores slow everything down many times over.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 

@@ -211,6 +211,7 @@ class DiTCache:
         self.keys, self.values = keys, values  # per layer (b, heads, C·n, e)
         self.n = tokens_per_frame
         self.next_pos = next_pos  # position of the next frame to be generated
+        self.last_latents: torch.Tensor | None = None  # (b, c, h, w) newest clean frame, kept by WorldModel
 
     @property
     def context_frames(self) -> int:

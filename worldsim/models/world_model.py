@@ -31,6 +31,10 @@ class WorldModelConfig:
     reward_weight: float = 0.5
     end_weight: float = 0.5
     end_pos_weight: float = 10.0  # episode ends are rare: weight the positive class
+    # Diffuse the change from the previous frame, z_t - z_{t-1} scaled to unit variance, instead of
+    # z_t itself: game frames change little from step to step, so the denoiser spends its capacity
+    # on what moves rather than on copying the background.
+    predict_residual: bool = True
 
 
 class Heads(nn.Module):
@@ -75,6 +79,12 @@ class WorldModel(nn.Module):
         self.tokenizer = Tokenizer(cfg.tokenizer)
         self.dit = DiT(cfg.dit)
         self.heads = Heads(cfg.dit.width)
+        self.register_buffer("delta_std", torch.ones(()))  # std of z_t - z_{t-1}, set from the data
+
+    @torch.no_grad()
+    def set_delta_std(self, windows: torch.Tensor) -> None:
+        """Measure the std of frame-to-frame latent changes from windows (b, t, c, h, w)."""
+        self.delta_std.copy_((windows[:, 1:] - windows[:, :-1]).std().clamp_min(1e-3))
 
     # ------------------------------------------------------------------ pixels <-> latents
     @torch.no_grad()
@@ -108,8 +118,8 @@ class WorldModel(nn.Module):
         sigma_aug = keep * torch.rand((b, t), generator=generator, device=dev) * cfg.context_noise_max
         pre_c = diffusion.precondition(sigma_aug.clamp_min(edm.sigma_min), edm.sigma_data)
         clean_in = (latents + sigma_aug[..., None, None, None] * randn(latents.shape)) * pre_c.c_in[..., None, None, None]
-        # Noisy stream: frames 1..t-1 at EDM training noise levels.
-        x0 = latents[:, 1:]
+        # Noisy stream: frames 1..t-1 (or their change from the previous frame) at EDM training noise levels.
+        x0 = (latents[:, 1:] - latents[:, :-1]) / self.delta_std if cfg.predict_residual else latents[:, 1:]
         sigma = diffusion.training_sigmas((b, t - 1), edm, generator, dev)
         pre = diffusion.precondition(sigma, edm.sigma_data)
         pre_b = diffusion.Preconditioning(*(v[..., None, None, None] for v in pre))
@@ -139,6 +149,11 @@ class WorldModel(nn.Module):
         """Fill a cache from ``C`` context latents (b, C, c, h, w) and the actions that led to them (b, C)."""
         x, c_noise = self._context_input(context)
         cache, _ = self.dit.prefill(x, c_noise, context_prev_actions, start_pos, cache, rows)
+        if rows is None or cache.last_latents is None:
+            cache.last_latents = context[:, -1].clone() if rows is None else torch.zeros(
+                (cache.keys[0].shape[0], *context.shape[2:]), device=context.device, dtype=context.dtype)
+        if rows is not None:
+            cache.last_latents[rows] = context[:, -1]
         return cache
 
     @torch.no_grad()
@@ -148,6 +163,7 @@ class WorldModel(nn.Module):
         reward-class probabilities (b, 3) and episode-end probability (b,) for that transition."""
         x, c_noise = self._context_input(latents)
         reward_logits, end_logits = self.heads(self.dit.commit(x, c_noise, actions, cache))
+        cache.last_latents = latents
         return reward_logits.softmax(-1), end_logits.sigmoid()
 
     @torch.no_grad()
@@ -177,6 +193,8 @@ class WorldModel(nn.Module):
         if noise is None:
             noise = torch.randn((b, c, h, w), generator=generator, device=ref.device, dtype=ref.dtype)
         z = diffusion.sample(denoiser, noise, sigmas, solver or edm.solver)
+        if self.cfg.predict_residual:
+            z = cache.last_latents + z * self.delta_std
         probs, end_prob = self.commit(cache, z, actions)
         reward = torch.tensor(REWARD_CLASSES, device=ref.device)[probs.argmax(-1)]
         return StepOutput(z, reward, probs, end_prob)

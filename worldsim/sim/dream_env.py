@@ -65,14 +65,24 @@ class DreamCore:
         self.steps = np.zeros(num_envs, dtype=np.int64)
         self.generators = [torch.Generator(device=device) for _ in range(num_envs)]
         self.rngs = [np.random.default_rng() for _ in range(num_envs)]
+        self.explicit_context: dict[str, Any] | None = None  # last context given to reset(options=...)
 
     # ------------------------------------------------------------------ contexts
     def _context_for(self, i: int, options: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray]:
         if options and "context_frames" in options:
             frames = np.asarray(options["context_frames"])
-            actions = np.asarray(options.get("context_actions", np.zeros(self.C - 1, dtype=np.int64)))
+            given = options.get("context_actions")
+            actions = np.zeros(self.C - 1, dtype=np.int64) if given is None else np.asarray(given)
             if frames.ndim == 5:  # a batch of contexts, one per sub-env
-                frames, actions = frames[i], actions[i]
+                if len(frames) != self.n:
+                    raise ValueError(f"got a batch of {len(frames)} contexts for {self.n} sub-envs: give one "
+                                     f"context ({self.C} frames) for all, or one per sub-env.")
+                frames = frames[i]
+                if given is not None:
+                    if actions.ndim != 2:
+                        raise ValueError("a batch of context_frames needs a batch of context_actions "
+                                         f"({self.n}, {self.C - 1}), got shape {actions.shape}.")
+                    actions = actions[i]
             if frames.shape != (self.C, *self.frame_shape) or frames.dtype != np.uint8:
                 raise ValueError(
                     f"context_frames must be uint8 of shape ({self.C}, {', '.join(map(str, self.frame_shape))}) "
@@ -83,6 +93,8 @@ class DreamCore:
             if actions.size and (actions.min() < 0 or actions.max() >= self.num_actions):
                 raise ValueError(f"context_actions must lie in [0, {self.num_actions}), got {actions.tolist()}.")
             return frames, actions.astype(np.int64)
+        if self.contexts is None and self.explicit_context is not None:  # autoreset after an explicit context
+            return self._context_for(i, self.explicit_context)
         if self.contexts is None:
             raise ValueError(
                 "No context to start the dream from: pass data_dir=... (an episode store of the same env) "
@@ -92,6 +104,8 @@ class DreamCore:
 
     @torch.inference_mode()
     def reset_rows(self, rows: list[int], options: dict[str, Any] | None) -> None:
+        if options and "context_frames" in options:
+            self.explicit_context = options
         frames, actions = zip(*(self._context_for(i, options) for i in rows))
         frames_t = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 1, 4, 2, 3)  # (r, C, 3, H, W)
         prev = self.model.prev_actions(torch.from_numpy(np.stack(actions)).to(self.device))  # (r, C)
@@ -148,8 +162,8 @@ class DreamCore:
         return self.frames
 
     def observations(self) -> np.ndarray:
-        if self.obs_type == "latent":
-            return self.latents.float().cpu().numpy()
+        if self.obs_type == "latent":  # a copy: on CPU .numpy() would alias the latents that later resets overwrite
+            return self.latents.float().cpu().numpy().copy()
         return self.pixel_frames().copy()
 
 
@@ -196,6 +210,8 @@ class DreamVectorEnv(gym.vector.VectorEnv):
         self._started = False
 
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
+        if isinstance(seed, np.integer):  # numpy ints are one seed, not a list of seeds
+            seed = int(seed)
         super().reset(seed=seed if isinstance(seed, int) else None)
         if seed is None:
             seeds: list[int | None] = [None] * self.num_envs

@@ -37,7 +37,7 @@ class DreamSB3VecEnv(VecEnv):
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions).reshape(self.num_envs).astype(np.int64)
+        self._actions = np.asarray(actions)  # validated by the dream: no silent reshaping or casting
 
     def step_wait(self) -> VecEnvStepReturn:
         if self._actions is None:

@@ -122,6 +122,13 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
             print(f"resuming world-model training from step {step} of {train.steps}")
     net = DistributedDataParallel(model) if dist.enabled else model
     latents = encode_frames(model, train_data.frames, device, progress)  # (N, c, h, w), kept on the CPU
+    if step == 0:  # scale of frame-to-frame changes, for the residual parametrisation
+        probe = train_data.window_indices(min(4096, len(train_data)), torch.Generator().manual_seed(train.seed))
+        model.set_delta_std(latents[probe])
+        ema.delta_std.copy_(model.delta_std)
+        if dist.enabled:  # every rank measured on its own windows: agree on rank 0's value
+            torch.distributed.broadcast(model.delta_std, 0)
+            ema.delta_std.copy_(model.delta_std)
 
     def checkpoint(metrics: dict[str, Any] | None = None) -> None:
         gens = [gen.get_state()]
@@ -203,6 +210,6 @@ def load_world_model(path: str | Path, device: str | torch.device = "cpu", use_e
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit its own config ({str(e)[:300]}); the file is damaged.") from e
+        raise CheckpointError(f"{path}: weights do not fit its own config ({str(e)[:300]}): it was written by another worldsim version, or the file is damaged.") from e
     model.set_frame_size(*ckpt["config"]["frame_size"])
     return model.to(device).eval(), ckpt
