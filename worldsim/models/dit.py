@@ -217,6 +217,18 @@ class DiTCache:
     def context_frames(self) -> int:
         return self.keys[0].shape[2] // self.n
 
+    def rebase(self, shift: int, head_dim: int) -> None:
+        """Move every position back by ``shift`` (a multiple of C, so ring slots stay put) by
+        rotating the cached keys by −shift. Attention only sees position differences, so nothing
+        changes but the size of the angles: long rollouts keep float32 rotary angles small."""
+        C = self.context_frames
+        if shift % C:
+            raise ValueError(f"shift must be a multiple of the context length {C}, got {shift}.")
+        cos, sin = rope_tables(torch.tensor([-shift], device=self.keys[0].device), head_dim)
+        for i, k in enumerate(self.keys):
+            self.keys[i] = apply_rope(k, cos, sin)
+        self.next_pos -= shift
+
     def write(self, layer: int, kv: tuple[torch.Tensor, torch.Tensor], pos: int, rows: torch.Tensor | None = None):
         s = (pos % self.context_frames) * self.n
         if rows is None:
@@ -391,4 +403,9 @@ class DiT(nn.Module):
         """Append a generated clean frame (b, c, h, w) to the cache; returns its features (b, d)."""
         x, *_ = self._cached_pass(clean, c_noise, action, cache, cache.next_pos, commit=True)
         cache.next_pos += 1
+        if cache.next_pos >= self.REBASE_AT:
+            C = self.cfg.context_frames
+            cache.rebase((cache.next_pos - C) // C * C, self.cfg.width // self.cfg.heads)
         return x.mean(dim=1)
+
+    REBASE_AT = 4096  # frame position beyond which the cache's rotary angles are moved back

@@ -1,0 +1,79 @@
+"""Training throughput (windows/s, target frames/s) and peak memory of the world-model DiT for the
+``tiny`` and ``small`` presets on this machine (CPU, all threads), plus the tokenizer's samples/s.
+
+    python benchmarks/train_throughput.py --out benchmarks/results/train_throughput.json
+
+Each measurement runs in a fresh subprocess so peak RSS is per preset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from worldsim.data.store import atomic_write_json
+
+CHILD = r"""
+import json, resource, sys, time, torch, yaml
+from worldsim.models.world_model import WorldModel, WorldModelConfig
+from worldsim.models.tokenizer import Tokenizer, TokenizerConfig, tokenizer_loss
+from worldsim.training.checkpoint import dataclass_from_dict
+cfg = yaml.safe_load(open(sys.argv[1]))
+tr = cfg["world_model_train"]
+dit = {**cfg["dit"], "num_actions": 18, "latent_channels": cfg["tokenizer"]["latent_channels"]}
+wcfg = dataclass_from_dict(WorldModelConfig, {"tokenizer": cfg["tokenizer"], "dit": dit, "edm": cfg.get("edm", {})})
+m = WorldModel(wcfg); m.tokenizer.requires_grad_(False); m.set_frame_size(64, 64)
+opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad])
+b, t = tr["batch_size"], tr["window"]
+h, w = m._latent_hw
+g = torch.Generator().manual_seed(0)
+z = torch.randn(b, t, dit["latent_channels"], h, w, generator=g)
+a = torch.randint(0, 18, (b, t - 1), generator=g)
+r, e = torch.zeros(b, t - 1), torch.zeros(b, t - 1, dtype=torch.bool)
+def step():
+    loss = m(z, a, r, e, g).loss; opt.zero_grad(); loss.backward(); opt.step()
+for _ in range(2): step()
+n, t0 = 0, time.perf_counter()
+while time.perf_counter() - t0 < float(sys.argv[2]) or n < 3:
+    step(); n += 1
+dt = (time.perf_counter() - t0) / n
+tok = Tokenizer(dataclass_from_dict(TokenizerConfig, cfg["tokenizer"]))
+topt = torch.optim.AdamW(tok.parameters())
+tb = cfg["tokenizer_train"]["batch_size"]
+pairs = torch.rand(tb, 2, 3, 64, 64, generator=g)
+def tstep():
+    loss = tokenizer_loss(tok, pairs, g).loss; topt.zero_grad(); loss.backward(); topt.step()
+tstep()
+k, t1 = 0, time.perf_counter()
+while time.perf_counter() - t1 < float(sys.argv[2]) or k < 3:
+    tstep(); k += 1
+tdt = (time.perf_counter() - t1) / k
+print(json.dumps({"dit_params": sum(p.numel() for p in m.dit.parameters()) + sum(p.numel() for p in m.heads.parameters()),
+    "tokenizer_params": sum(p.numel() for p in tok.parameters()),
+    "batch_size": b, "window": t, "seconds_per_step": dt, "windows_per_s": b / dt,
+    "target_frames_per_s": b * (t - 1) / dt, "tokenizer_batch_size": tb, "tokenizer_samples_per_s": tb / tdt,
+    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "threads": torch.get_num_threads()}))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--presets", default="tiny,small")
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    root = Path(__file__).resolve().parents[1] / "configs" / "model"
+    result = {"device": "cpu", "presets": {}}
+    for name in args.presets.split(","):
+        out = subprocess.run([sys.executable, "-c", CHILD, str(root / f"{name}.yaml"), str(args.seconds)],
+                             capture_output=True, text=True, check=True)
+        result["presets"][name] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(name, result["presets"][name])
+    atomic_write_json(Path(args.out), result)
+
+
+if __name__ == "__main__":
+    main()
