@@ -46,18 +46,20 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=100)
     ap.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides for both trainings")
     ap.add_argument("--out-dir", default="benchmarks/results")
+    ap.add_argument("--tag", default="", help="suffix of the run folder and result files, for variants")
     args = ap.parse_args()
 
     env = "atari" if args.game not in ("boxing", "pong", "breakout") else args.game
     env_args = [f"env={env}"] + ([f"env.kwargs.game={args.game}"] if env == "atari" else [])
     data = f"{args.data_root}/{args.game}"
     held = f"{args.data_root}/{args.game}_heldout"
-    run_dir = f"{args.run_root}/{args.game}_{args.model}"
+    suffix = f"_{args.tag}" if args.tag else ""
+    run_dir = f"{args.run_root}/{args.game}_{args.model}{suffix}"
     common = env_args + [f"model={args.model}", f"run_dir={run_dir}", "device=cpu"]
     commands = {
         "collect_train": ["collect", *env_args, f"steps={args.train_steps}", "seed=0", f"data_dir={data}"],
         "collect_heldout": ["collect", *env_args, f"steps={args.heldout_steps}", "seed=1", f"data_dir={held}"],
-        "train_tokenizer": ["train-tokenizer", *common, f"data_dir={data}", *args.extra],
+        "train_tokenizer": ["train-tokenizer", *common, f"data_dir={data}"],
         "train_world_model": ["train-world-model", *common, f"data_dir={data}", *args.extra],
         "evaluate": ["evaluate-world-model", *common, f"data_dir={held}", "split=all", f"num_windows={args.windows}",
                      "horizons=[1,2,4,8,16]", f"out_dir={run_dir}/eval"],
@@ -76,9 +78,10 @@ def main() -> None:
     }
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / f"world_model_{args.game}.json", result)
-    shutil.copy(Path(run_dir, "eval", "world_model_eval.png"), out / f"world_model_{args.game}.png")
-    print(f"wrote {out / f'world_model_{args.game}.json'}")
+    result["extra_overrides"] = args.extra
+    atomic_write_json(out / f"world_model_{args.game}{suffix}.json", result)
+    shutil.copy(Path(run_dir, "eval", "world_model_eval.png"), out / f"world_model_{args.game}{suffix}.png")
+    print(f"wrote {out / f'world_model_{args.game}{suffix}.json'}")
 
 
 if __name__ == "__main__":

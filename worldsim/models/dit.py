@@ -47,6 +47,7 @@ class DiTConfig:
     mlp_ratio: float = 4.0
     num_actions: int = 18
     context_frames: int = 4  # C: past frames each frame attends to
+    action_embed_std: float = 0.02  # init scale of the action embeddings (DiT's label-embedding default)
 
 
 # ----------------------------------------------------------------------------- embeddings
@@ -262,7 +263,7 @@ class DiT(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
-        nn.init.normal_(self.action_embed.weight, std=0.02)
+        nn.init.normal_(self.action_embed.weight, std=self.cfg.action_embed_std)
         for layer in (self.noise_embed[0], self.noise_embed[2]):
             nn.init.normal_(layer.weight, std=0.02)
         for block in self.blocks:

@@ -121,8 +121,10 @@ class DreamCore:
                              rows=torch.tensor(rows, device=self.device))
         self.latents[rows] = latents[:, -1]
         self.steps[rows] = 0
-        if self.frames is not None:  # keep the decoded frames of the other rows
-            self.frames[rows] = channels_last_frames(self.model.decode(latents[:, -1])).cpu().numpy()
+        if len(rows) == self.n:
+            self.frames = None  # decoded lazily, exactly as after a step
+        elif self.frames is not None:  # keep the decoded frames of the other rows
+            self.frames[rows] = channels_last_frames(self.model.decode(self.latents[rows])).cpu().numpy()
 
     def seed_rows(self, rows: list[int], seeds: list[int | None]) -> None:
         for i, s in zip(rows, seeds):
