@@ -20,6 +20,10 @@ else
 fi
 
 PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ] && ! "$PYTHON" -m venv --help >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null  # Debian's python3 lacks venv
+fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip 2>&1 | grep -v -i "warning" || true
