@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from worldsim.agents.real_eval import random_actor, sb3_actor, score_on_real_env
 from worldsim.sim.dream_env import DreamVectorEnv

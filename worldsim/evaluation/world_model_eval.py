@@ -19,7 +19,6 @@ its own frames), plus the reward accuracy inside the rollouts.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -23,8 +23,6 @@ from tqdm.auto import tqdm
 
 from worldsim.data.dataset import WindowDataset
 from worldsim.data.store import EpisodeStore
-from worldsim.models.dit import DiTConfig
-from worldsim.models.tokenizer import frames_to_float
 from worldsim.models.world_model import WorldModel, WorldModelConfig
 from worldsim.training.checkpoint import CheckpointError, dataclass_from_dict, load_checkpoint, save_checkpoint
 from worldsim.training.runtime import (Logger, autocast, cleanup_distributed, lr_factor, resolve_device,
