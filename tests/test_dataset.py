@@ -114,6 +114,23 @@ def test_sample_is_reproducible_and_covers_every_start(tmp_path):
     assert counts.min() > 4000 / len(ds) / 2 and counts.max() < 4000 / len(ds) * 2
 
 
+def test_end_share_oversamples_windows_holding_an_episode_end(tmp_path):
+    store = make_store(tmp_path, LENGTHS)
+    ds = WindowDataset(store, 3, split="all")
+    has_end = [bool(ds.terminated[s : s + 2].any()) for s in ds.starts.tolist()]
+    assert ds.end_starts.tolist() == [s for s, e in zip(ds.starts.tolist(), has_end) if e]
+    assert len(ds.end_starts) == 5  # episodes of length >= 2, each one window whose last transition ends it
+
+    def end_rate(share):
+        idx = ds.window_indices(4000, torch.Generator().manual_seed(0), end_share=share)
+        return ds.transitions(idx)[2].any(dim=1).float().mean().item()
+
+    uniform = len(ds.end_starts) / len(ds)
+    assert abs(end_rate(0.0) - uniform) < 0.03
+    assert abs(end_rate(0.5) - (0.5 + 0.5 * uniform)) < 0.03
+    assert end_rate(1.0) == 1.0
+
+
 def test_transitions_of_window_indices(tmp_path):
     store = make_store(tmp_path, [6])
     ds = WindowDataset(store, 3, split="all")

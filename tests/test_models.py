@@ -148,13 +148,17 @@ def test_initialize_weights_restores_adaln_zero():
 
 
 # ----------------------------------------------------------------------------- DiT: causality
+STACKING = [{}, {"stack_frames": 2, "action_tokens": True}]  # plain tokens; frame stacking + action tokens
+
+
+@pytest.mark.parametrize("extra", STACKING)
 @pytest.mark.parametrize("depth", [1, 2])
-def test_clean_frame_influence_is_causal_and_windowed(depth):
+def test_clean_frame_influence_is_causal_and_windowed(depth, extra):
     """Perturbing clean frame j may change clean features j .. j + depth·C and noisy outputs
     j+1 .. j + depth·C (each layer reaches C frames further back), and nothing else."""
     C, t = 2, 8
     # std 0.2: with 0.05 the second layer's reach is real but ~1e-6, too close to rounding to assert on
-    dit = randomize(DiT(dit_config(depth=depth, context_frames=C)), std=0.2)
+    dit = randomize(DiT(dit_config(depth=depth, context_frames=C, **extra)), std=0.2)
     reach = depth * C
     inputs = window(t)
     raw, feat = dit(*inputs)
@@ -176,9 +180,10 @@ def test_clean_frame_influence_is_causal_and_windowed(depth):
                 assert d < 1e-6, f"clean frame {j} leaked into noisy frame {i} ({d})"
 
 
-def test_noisy_frame_only_affects_itself():
+@pytest.mark.parametrize("extra", STACKING)
+def test_noisy_frame_only_affects_itself(extra):
     t = 6
-    dit = randomize(DiT(dit_config()), std=0.2)
+    dit = randomize(DiT(dit_config(**extra)), std=0.2)
     inputs = window(t)
     raw, feat = dit(*inputs)
     for k in range(t - 1):
@@ -191,9 +196,10 @@ def test_noisy_frame_only_affects_itself():
             assert (d > 1e-5) if i == k else (d < 1e-6), (k, i, d)
 
 
-def test_noise_level_and_action_condition_their_frame():
+@pytest.mark.parametrize("extra", STACKING)
+def test_noise_level_and_action_condition_their_frame(extra):
     t = 5
-    dit = randomize(DiT(dit_config()), std=0.2)
+    dit = randomize(DiT(dit_config(**extra)), std=0.2)
     inputs = window(t)
     raw, _ = dit(*inputs)
     noisy_c = inputs[3].clone()
@@ -209,9 +215,11 @@ def test_noise_level_and_action_condition_their_frame():
 
 
 # ----------------------------------------------------------------------------- DiT: cached generation
-@pytest.mark.parametrize("depth, C, t", [(2, 2, 7), (1, 3, 8), (3, 1, 5)])
-def test_cached_generation_matches_teacher_forced_pass(depth, C, t):
-    dit = randomize(DiT(dit_config(depth=depth, context_frames=C))).eval()
+@pytest.mark.parametrize("depth, C, t, extra", [(2, 2, 7, {}), (1, 3, 8, {}), (3, 1, 5, {}),
+                                                (2, 3, 8, {"stack_frames": 2, "action_tokens": True}),
+                                                (1, 2, 6, {"stack_frames": 2}), (2, 1, 5, {"stack_frames": 1})])
+def test_cached_generation_matches_teacher_forced_pass(depth, C, t, extra):
+    dit = randomize(DiT(dit_config(depth=depth, context_frames=C, **extra))).eval()
     clean, cc, noisy, nc, pa = window(t)
     raw, feat = dit(clean, cc, noisy, nc, pa)
     cache, f0 = dit.prefill(clean[:, :C], cc[:, :C], pa[:, :C])
@@ -224,6 +232,27 @@ def test_cached_generation_matches_teacher_forced_pass(depth, C, t):
         assert torch.equal(out, again), "denoise_next must not change the cache"
         f = dit.commit(clean[:, i], cc[:, i], pa[:, i], cache)
         torch.testing.assert_close(f, feat[:, i], atol=1e-5, rtol=0)
+
+
+def test_stack_frames_must_fit_the_context():
+    with pytest.raises(ValueError, match="stack_frames=3 must be between 0 and context_frames=2"):
+        DiT(dit_config(context_frames=2, stack_frames=3))
+
+
+def test_stacked_frames_reach_the_noisy_tokens_directly():
+    """With frame stacking a depth-1 model whose attention is switched off still sees the last
+    clean frame (through the token), and never a clean frame further back than ``stack_frames``."""
+    dit = randomize(DiT(dit_config(depth=1, context_frames=3, stack_frames=1)), std=0.2)
+    with torch.no_grad():
+        dit.blocks[0].attn.proj.weight.zero_()
+        dit.blocks[0].attn.proj.bias.zero_()
+    inputs = window(5)
+    raw, _ = dit(*inputs)
+    for j, reaches in ((3, True), (2, False)):  # noisy frame 4 (index 3) stacks clean frame 3 only
+        clean = inputs[0].clone()
+        clean[:, j] += 1.0
+        raw2, _ = dit(clean, *inputs[1:])
+        assert (max_diff(raw[:, 3], raw2[:, 3]) > 1e-5) == reaches, j
 
 
 def test_prefill_rejects_wrong_context_length():
@@ -244,9 +273,10 @@ def test_attention_depends_on_relative_positions_only():
     torch.testing.assert_close(outs[0][1], outs[1][1], atol=1e-4, rtol=0)
 
 
-def test_prefill_into_rows_of_a_running_cache():
+@pytest.mark.parametrize("extra", STACKING)
+def test_prefill_into_rows_of_a_running_cache(extra):
     """Refilling one row (a dream env reset) gives that row what a fresh cache would give."""
-    dit = randomize(DiT(dit_config())).eval()
+    dit = randomize(DiT(dit_config(**extra))).eval()
     clean, cc, noisy, nc, pa = window(6, b=3)
 
     def running_cache():
@@ -321,6 +351,17 @@ def test_world_model_loss_gradients_reach_dit_and_heads_not_tokenizer(fresh):
     assert all(g is not None for g in dit_grads)
     if not fresh:
         assert sum(int(g.abs().sum() > 0) for g in dit_grads) == len(dit_grads)
+
+
+def test_reward_weights_favour_rare_classes_and_average_one():
+    model = WorldModel(WorldModelConfig(tokenizer=TOK, dit=dit_config()))
+    rewards = torch.tensor([0.0] * 96 + [1.0] * 3 + [-2.0])
+    model.set_reward_weights(rewards)
+    w = model.reward_weights
+    freq = torch.tensor([0.01, 0.96, 0.03])
+    assert w[0] > w[2] > w[1]
+    assert abs(float((freq * w).sum()) - 1.0) < 1e-5
+    assert "reward_weights" in model.state_dict(), "the weights must travel with checkpoints"
 
 
 def test_world_model_loss_is_seeded():

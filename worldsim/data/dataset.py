@@ -68,13 +68,30 @@ class WindowDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return int(self.starts.numel())
 
-    def window_indices(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    @property
+    def end_starts(self) -> torch.Tensor:
+        """Window starts whose transitions include an episode end (computed once)."""
+        if not hasattr(self, "_end_starts"):
+            ends = torch.cat([torch.zeros(1, dtype=torch.long), self.terminated.long().cumsum(0)])
+            count = ends[self.starts + self.length - 1] - ends[self.starts]  # ends among transitions s .. s+t-2
+            self._end_starts = self.starts[count > 0]
+        return self._end_starts
+
+    def window_indices(self, batch_size: int, generator: torch.Generator | None = None,
+                       end_share: float = 0.0) -> torch.Tensor:
         """Flat frame indices (b, t) of ``batch_size`` windows drawn uniformly over valid positions.
 
+        With ``end_share`` > 0 each window is, with that probability, drawn instead among the windows
+        that contain an episode end (rare events: one per episode), so an end head sees enough of them.
         Gather any per-frame array with them (frames, precomputed latents); transitions use ``idx[:, :-1]``.
         """
-        pick = torch.randint(len(self), (batch_size,), generator=generator)
-        return self.starts[pick][:, None] + torch.arange(self.length)
+        pick = self.starts[torch.randint(len(self), (batch_size,), generator=generator)]
+        if end_share > 0:
+            swap = torch.rand((batch_size,), generator=generator) < end_share
+            end_pick = torch.randint(max(len(self.end_starts), 1), (batch_size,), generator=generator)
+            if len(self.end_starts):
+                pick = torch.where(swap, self.end_starts[end_pick], pick)
+        return pick[:, None] + torch.arange(self.length)
 
     def transitions(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """actions, rewards, terminated (b, t-1) of the windows at flat indices ``idx`` (b, t)."""

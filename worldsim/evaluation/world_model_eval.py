@@ -135,6 +135,9 @@ def head_metrics(model: WorldModel, store: EpisodeStore, names: list[str], progr
     return {
         "transitions": int(len(tr)), "reward_accuracy": float((pr == tr).mean()) if len(tr) else None,
         "reward_recall_per_class": recall_per_class,
+        # mean of the per-class recalls: what accuracy hides when nearly every reward is 0
+        "reward_balanced_accuracy": float(np.mean([r for r in recall_per_class.values() if r is not None]))
+        if len(tr) else None,
         "reward_class_counts": {str(REWARD_CLASSES[c]): int((tr == c).sum()) for c in range(3)},
         "end_precision": precision, "end_recall": recall,
         "end_f1": 2 * precision * recall / max(precision + recall, 1e-9), "episode_ends": int(te.sum()),

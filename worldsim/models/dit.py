@@ -48,6 +48,15 @@ class DiTConfig:
     num_actions: int = 18
     context_frames: int = 4  # C: past frames each frame attends to
     action_embed_std: float = 0.02  # init scale of the action embeddings (DiT's label-embedding default)
+    # Frame stacking inside the token: each patch of the frame being generated also carries the same
+    # patch of the last ``stack_frames`` clean frames (channel concatenation, as DIAMOND stacks
+    # frames into its U-Net's input). Attention can fetch them too, but a direct, local path makes
+    # "copy what stays, move what moves" learnable in minutes instead of hours. 0 disables it.
+    stack_frames: int = 0
+    # Add the action embedding to the tokens of the frame being generated as well as through adaLN:
+    # under adaLN-Zero the action reaches the net only through zero-initialised modulation, so its
+    # gradient starts at zero; an additive token embedding learns from the first step.
+    action_tokens: bool = False
 
 
 # ----------------------------------------------------------------------------- embeddings
@@ -213,6 +222,7 @@ class DiTCache:
         self.n = tokens_per_frame
         self.next_pos = next_pos  # position of the next frame to be generated
         self.last_latents: torch.Tensor | None = None  # (b, c, h, w) newest clean frame, kept by WorldModel
+        self.recent: torch.Tensor | None = None  # (b, k, c, h, w) the last k clean inputs, for frame stacking
 
     @property
     def context_frames(self) -> int:
@@ -247,6 +257,11 @@ class DiT(nn.Module):
         self.cfg = cfg
         d, p, c = cfg.width, cfg.patch_size, cfg.latent_channels
         self.patch_embed = nn.Linear(c * p * p, d)
+        if cfg.stack_frames < 0 or cfg.stack_frames > cfg.context_frames:
+            raise ValueError(f"stack_frames={cfg.stack_frames} must be between 0 and context_frames={cfg.context_frames}.")
+        # tokens of the frame being generated: its noisy patch plus the stacked clean patches
+        self.noisy_embed = nn.Linear(c * p * p * (1 + cfg.stack_frames), d) if cfg.stack_frames else None
+        self.token_action = nn.Embedding(cfg.num_actions + 1, d) if cfg.action_tokens else None
         self.noise_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         self.action_embed = nn.Embedding(cfg.num_actions + 1, d)  # last index: "no action" (first frame)
         self.blocks = nn.ModuleList(DiTBlock(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
@@ -264,6 +279,8 @@ class DiT(nn.Module):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
         nn.init.normal_(self.action_embed.weight, std=self.cfg.action_embed_std)
+        if self.token_action is not None:
+            nn.init.normal_(self.token_action.weight, std=0.02)
         for layer in (self.noise_embed[0], self.noise_embed[2]):
             nn.init.normal_(layer.weight, std=0.02)
         for block in self.blocks:
@@ -292,6 +309,29 @@ class DiT(nn.Module):
         x = self.patch_embed(rearrange(z, "b t c (h p) (w q) -> b t (h w) (c p q)", p=p, q=p))
         x = x + _sincos_2d(hp, wp, self.cfg.width).to(x)
         return rearrange(x, "b t n d -> b (t n) d")
+
+    def embed_noisy(self, noisy: torch.Tensor, stacked: torch.Tensor | None, actions: torch.Tensor) -> torch.Tensor:
+        """Tokens of frames being generated: noisy (b, t, c, h, w), ``stacked`` (b, t, k, c, h, w) the
+        last k clean frames before each (oldest first), ``actions`` (b, t) -> (b, t·n, d)."""
+        if self.noisy_embed is None:
+            x = self.embed_frames(noisy)
+        else:
+            hp, wp = self.grid(*noisy.shape[-2:])
+            p = self.cfg.patch_size
+            frames = torch.cat([stacked, noisy[:, :, None]], dim=2)  # (b, t, k+1, c, h, w)
+            x = self.noisy_embed(rearrange(frames, "b t k c (h p) (w q) -> b t (h w) (k c p q)", p=p, q=p))
+            x = rearrange(x + _sincos_2d(hp, wp, self.cfg.width).to(x), "b t n d -> b (t n) d")
+        if self.token_action is not None:
+            n = x.shape[1] // noisy.shape[1]
+            x = x + self.token_action(actions).repeat_interleave(n, dim=1)
+        return x
+
+    def stack(self, clean: torch.Tensor) -> torch.Tensor:
+        """For frames 1..t-1 of a window, the ``k`` clean frames before each: clean (b, t, c, h, w) ->
+        (b, t-1, k, c, h, w), zeros before the window's first frame."""
+        k = self.cfg.stack_frames
+        padded = torch.cat([clean.new_zeros((clean.shape[0], k - 1, *clean.shape[2:])), clean[:, :-1]], dim=1)
+        return torch.stack([padded[:, j : j + clean.shape[1] - 1] for j in range(k)], dim=2)
 
     def unembed(self, x: torch.Tensor, t: int, h: int, w: int) -> torch.Tensor:
         p = self.cfg.patch_size
@@ -336,7 +376,8 @@ class DiT(nn.Module):
         hp, wp = self.grid(h, w)
         n = hp * wp
         dev = clean.device
-        x = torch.cat([self.embed_frames(clean), self.embed_frames(noisy)], dim=1)  # (b, (2t-1)·n, d)
+        stacked = self.stack(clean) if self.cfg.stack_frames else None
+        x = torch.cat([self.embed_frames(clean), self.embed_noisy(noisy, stacked, prev_actions[:, 1:])], dim=1)  # (b, (2t-1)·n, d)
         cond = torch.cat([self.condition(clean_c_noise, prev_actions),
                           self.condition(noisy_c_noise, prev_actions[:, 1:])], dim=1)  # (b, 2t-1, d)
         frame_pos = torch.cat([torch.arange(t, device=dev), torch.arange(1, t, device=dev)])
@@ -372,6 +413,14 @@ class DiT(nn.Module):
             shape = (b, self.cfg.heads, C * n, self.cfg.width // self.cfg.heads)
             cache = DiTCache([x.new_zeros(shape) for _ in self.blocks], [x.new_zeros(shape) for _ in self.blocks],
                              n, start_pos + t)
+        stack = self.cfg.stack_frames
+        if stack:
+            if cache.recent is None:
+                cache.recent = clean.new_zeros((cache.keys[0].shape[0], stack, c, h, w))
+            if rows is None:
+                cache.recent = clean[:, t - stack :].clone()
+            else:
+                cache.recent[rows] = clean[:, t - stack :]
         for i, block in enumerate(self.blocks):
             x, (k, v) = block(x, cond, n, cos, sin, layout)
             for f in range(t):
@@ -384,7 +433,10 @@ class DiT(nn.Module):
         b, c, h, w = z.shape
         hp, wp = self.grid(h, w)
         n = hp * wp
-        x = self.embed_frames(z[:, None])  # (b, n, d)
+        if commit:
+            x = self.embed_frames(z[:, None])  # (b, n, d)
+        else:
+            x = self.embed_noisy(z[:, None], cache.recent[:, None] if self.cfg.stack_frames else None, action[:, None])
         cond = self.condition(c_noise[:, None], action[:, None])  # (b, 1, d)
         cos, sin = self._rope(torch.tensor([pos], device=z.device), n)
         for i, block in enumerate(self.blocks):
@@ -403,6 +455,8 @@ class DiT(nn.Module):
     def commit(self, clean: torch.Tensor, c_noise: torch.Tensor, action: torch.Tensor, cache: DiTCache) -> torch.Tensor:
         """Append a generated clean frame (b, c, h, w) to the cache; returns its features (b, d)."""
         x, *_ = self._cached_pass(clean, c_noise, action, cache, cache.next_pos, commit=True)
+        if self.cfg.stack_frames:
+            cache.recent = torch.cat([cache.recent[:, 1:], clean[:, None]], dim=1)
         cache.next_pos += 1
         if cache.next_pos >= self.REBASE_AT:
             C = self.cfg.context_frames

@@ -80,11 +80,22 @@ class WorldModel(nn.Module):
         self.dit = DiT(cfg.dit)
         self.heads = Heads(cfg.dit.width)
         self.register_buffer("delta_std", torch.ones(()))  # std of z_t - z_{t-1}, set from the data
+        self.register_buffer("reward_weights", torch.ones(3))  # class weights of the reward loss, from the data
 
     @torch.no_grad()
     def set_delta_std(self, windows: torch.Tensor) -> None:
         """Measure the std of frame-to-frame latent changes from windows (b, t, c, h, w)."""
         self.delta_std.copy_((windows[:, 1:] - windows[:, :-1]).std().clamp_min(1e-3))
+
+    @torch.no_grad()
+    def set_reward_weights(self, rewards: torch.Tensor) -> None:
+        """Weight the reward-sign classes by 1/sqrt(frequency), normalised to a mean weight of 1 over
+        the data: in most games nearly every transition has reward 0, and an unweighted loss learns
+        to always say 0 (high accuracy, zero recall on the events that matter)."""
+        counts = torch.bincount(reward_to_class(rewards.flatten()), minlength=3).float()
+        freq = counts / counts.sum().clamp_min(1)
+        w = (freq + 1e-3).rsqrt()
+        self.reward_weights.copy_(w / (freq * w).sum())
 
     # ------------------------------------------------------------------ pixels <-> latents
     @torch.no_grad()
@@ -127,7 +138,8 @@ class WorldModel(nn.Module):
         raw, features = self.dit(clean_in, pre_c.c_noise, noisy * pre_b.c_in, pre.c_noise, self.prev_actions(actions))
         diff_loss = F.mse_loss(raw, diffusion.denoising_target(x0, noisy, pre_b))
         reward_logits, end_logits = self.heads(features[:, 1:])
-        reward_loss = F.cross_entropy(reward_logits.reshape(-1, 3), reward_to_class(rewards).reshape(-1))
+        reward_loss = F.cross_entropy(reward_logits.reshape(-1, 3), reward_to_class(rewards).reshape(-1),
+                                      weight=self.reward_weights)
         pos_weight = torch.tensor(cfg.end_pos_weight, device=dev)
         end_loss = F.binary_cross_entropy_with_logits(end_logits, terminated.float(), pos_weight=pos_weight)
         total = diff_loss + cfg.reward_weight * reward_loss + cfg.end_weight * end_loss

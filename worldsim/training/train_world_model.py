@@ -35,6 +35,7 @@ class WorldModelTrainConfig:
     steps: int = 3000
     batch_size: int = 16
     window: int = 8  # frames per training window: each gives window-1 denoising targets
+    end_share: float = 0.02  # share of windows drawn among those holding an episode end (rare events)
     lr: float = 3e-4
     weight_decay: float = 0.01
     warmup: int = 200
@@ -123,10 +124,12 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
     if step == 0:  # scale of frame-to-frame changes, for the residual parametrisation
         probe = train_data.window_indices(min(4096, len(train_data)), torch.Generator().manual_seed(train.seed))
         model.set_delta_std(latents[probe])
+        model.set_reward_weights(train_data.rewards[train_data.starts])
         ema.delta_std.copy_(model.delta_std)
+        ema.reward_weights.copy_(model.reward_weights)
         if dist.enabled:  # every rank measured on its own windows: agree on rank 0's value
             torch.distributed.broadcast(model.delta_std, 0)
-            ema.delta_std.copy_(model.delta_std)
+            ema.delta_std.copy_(model.delta_std)  # (reward weights come from the whole split: equal on every rank)
 
     def checkpoint(metrics: dict[str, Any] | None = None) -> None:
         gens = [gen.get_state()]
@@ -154,7 +157,7 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
     t0, samples = time.perf_counter(), 0
     model.train()
     while step < train.steps:
-        idx = train_data.window_indices(train.batch_size, gen)  # (b, t)
+        idx = train_data.window_indices(train.batch_size, gen, train.end_share)  # (b, t)
         z = latents[idx].to(device)  # (b, t, c, h, w)
         actions, rewards, terminated = (x.to(device) for x in train_data.transitions(idx))
         with autocast(device):
