@@ -59,7 +59,7 @@ def main() -> None:
     commands = {
         "collect_train": ["collect", *env_args, f"steps={args.train_steps}", "seed=0", f"data_dir={data}"],
         "collect_heldout": ["collect", *env_args, f"steps={args.heldout_steps}", "seed=1", f"data_dir={held}"],
-        "train_tokenizer": ["train-tokenizer", *common, f"data_dir={data}"],
+        "train_tokenizer": ["train-tokenizer", *common, f"data_dir={data}", *args.extra],
         "train_world_model": ["train-world-model", *common, f"data_dir={data}", *args.extra],
         "evaluate": ["evaluate-world-model", *common, f"data_dir={held}", "split=all", f"num_windows={args.windows}",
                      "horizons=[1,2,4,8,16]", f"out_dir={run_dir}/eval"],

@@ -40,7 +40,9 @@ def resolve_env_name(name: str) -> str:
         if name in (short, env_id):
             return short
     known = ", ".join(f"{s} ({i})" for s, (i, _) in ADAPTERS.items())
-    raise ValueError(f"Unknown environment {name!r}. worldsim knows: {known}. Pick one, e.g. env=boxing.")
+    raise ValueError(f"Unknown environment {name!r}. worldsim knows: {known}. In Python pick one of "
+                     f"those, e.g. make_env('atari', game='boxing'); on the command line pick a config of "
+                     f"configs/env/, e.g. env=boxing or env=atari env.kwargs.game=qbert.")
 
 
 def make_env(name: str, **kwargs: Any) -> gym.Env:

@@ -188,13 +188,15 @@ class DiTBlock(nn.Module):
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
 
     def forward(self, x, cond, n, cos, sin, mask, past=None):
-        # x (b, F·n, d) tokens of F frames; cond (b, F, d) one conditioning vector per frame
-        mod = self.ada(cond).repeat_interleave(n, dim=1)  # (b, F·n, 6d)
-        sh1, sc1, g1, sh2, sc2, g2 = mod.chunk(6, dim=-1)
-        h, kv = self.attn(modulate(self.norm1(x), sh1, sc1), cos, sin, mask, past)
-        x = x + g1 * h
+        # x (b, F·n, d) tokens of F frames; cond (b, F, d) one conditioning vector per frame,
+        # broadcast over the frame's n tokens (no (b, F·n, 6d) copy)
+        f = cond.shape[1]
+        sh1, sc1, g1, sh2, sc2, g2 = self.ada(cond)[:, :, None].chunk(6, dim=-1)  # each (b, F, 1, d)
+        x = x.unflatten(1, (f, n))  # (b, F, n, d)
+        h, kv = self.attn(modulate(self.norm1(x), sh1, sc1).flatten(1, 2), cos, sin, mask, past)
+        x = x + g1 * h.unflatten(1, (f, n))
         x = x + g2 * self.mlp(modulate(self.norm2(x), sh2, sc2))
-        return x, kv
+        return x.flatten(1, 2), kv
 
 
 class FinalLayer(nn.Module):
@@ -205,8 +207,8 @@ class FinalLayer(nn.Module):
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
 
     def forward(self, x, cond, n):
-        shift, scale = self.ada(cond).repeat_interleave(n, dim=1).chunk(2, dim=-1)
-        return self.linear(modulate(self.norm(x), shift, scale))
+        shift, scale = self.ada(cond)[:, :, None].chunk(2, dim=-1)  # (b, F, 1, d)
+        return self.linear(modulate(self.norm(x).unflatten(1, (cond.shape[1], n)), shift, scale).flatten(1, 2))
 
 
 # ----------------------------------------------------------------------------- cache

@@ -37,6 +37,7 @@ from gymnasium.vector.utils import batch_space
 from worldsim.models.tokenizer import channels_last_frames
 from worldsim.models.world_model import WorldModel
 from worldsim.sim.contexts import RecordedContexts
+from worldsim.sim.noise import BatchedNoise
 from worldsim.training.train_world_model import load_world_model
 
 
@@ -63,7 +64,9 @@ class DreamCore:
         self.latents = torch.zeros((num_envs, *self.latent_shape), device=device)  # current frame, per env
         self.frames: np.ndarray | None = None  # decoded current frames, lazily
         self.steps = np.zeros(num_envs, dtype=np.int64)
-        self.generators = [torch.Generator(device=device) for _ in range(num_envs)]
+        # one noise stream per dream, drawn for the whole batch at once (see worldsim/sim/noise.py)
+        self.noise = BatchedNoise(num_envs, device)
+        self.noise.seed(list(range(num_envs)), [int(x) for x in np.random.SeedSequence().generate_state(num_envs)])
         self.rngs = [np.random.default_rng() for _ in range(num_envs)]
         self.explicit_context: dict[str, Any] | None = None  # last context given to reset(options=...)
 
@@ -131,7 +134,7 @@ class DreamCore:
             if s is None:
                 s = int(np.random.SeedSequence().generate_state(1)[0])
             self.rngs[i] = np.random.default_rng(s)
-            self.generators[i].manual_seed(int(s))
+            self.noise.seed([i], [int(s)])
 
     # ------------------------------------------------------------------ stepping
     def check_actions(self, actions: Any) -> torch.Tensor:
@@ -148,7 +151,7 @@ class DreamCore:
     @torch.inference_mode()
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         a = self.check_actions(actions)
-        noise = torch.stack([torch.randn(self.latent_shape, generator=g, device=self.device) for g in self.generators])
+        noise = self.noise.randn(self.latent_shape)
         out = self.model.step(self.cache, a, sampling_steps=self.sampling_steps, noise=noise)
         self.latents = out.latents
         self.frames = None
