@@ -65,6 +65,14 @@ def test_training_sigmas_log_normal_and_seeded():
     assert s1.log().std().item() == pytest.approx(1.2, abs=0.02)
 
 
+def test_training_sigmas_share_at_sigma_max():
+    cfg = EDMConfig(p_mean=-0.4, p_std=1.2, sigma_max=80.0, p_sigma_max=0.3)
+    s = diffusion.training_sigmas((100_000,), cfg, torch.Generator().manual_seed(3))
+    at_max = s == 80.0
+    assert at_max.float().mean().item() == pytest.approx(0.3, abs=0.01)
+    assert s[~at_max].log().mean().item() == pytest.approx(-0.4, abs=0.02)  # the rest stays log-normal
+
+
 # ----------------------------------------------------------------------------- noise ladder
 @pytest.mark.parametrize("steps", [2, 3, 10, 50])
 def test_karras_sigmas(steps):

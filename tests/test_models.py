@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from worldsim.diffusion import EDMConfig
-from worldsim.models.dit import DiT, DiTBlock, DiTConfig, rope_tables
+from worldsim.models.dit import DiT, DiTBlock, DiTConfig, WindowLayout, rope_tables
 from worldsim.models.tokenizer import Tokenizer, TokenizerConfig, tokenizer_loss
 from worldsim.models.world_model import WorldModel, WorldModelConfig
 
@@ -127,15 +127,17 @@ def test_fresh_dit_outputs_exact_zeros():
     assert torch.equal(out, torch.zeros_like(out))
 
 
-def test_fresh_dit_blocks_are_identities():
-    dit = DiT(dit_config())
+@pytest.mark.parametrize("extra", [{}, {"mix_ffn": True}, {"attention": "factorized", "spatial_rope": True}])
+def test_fresh_dit_blocks_are_identities(extra):
+    dit = DiT(dit_config(**extra))
     n, frames = 16, 3
     x = torch.randn(2, frames * n, 32)
     cond = torch.randn(2, frames, 32)
-    cos, sin = rope_tables(torch.arange(frames).repeat_interleave(n), 16)
+    rope = dit._rope(torch.arange(frames), 4, 4)
+    layout = WindowLayout.build(frames, n, 2, False, "cpu")
     for block in dit.blocks:
         assert isinstance(block, DiTBlock)
-        out, _ = block(x, cond, n, cos, sin, None)
+        out, _ = block(x, cond, (4, 4), rope, layout)
         assert torch.equal(out, x)
 
 
@@ -148,7 +150,11 @@ def test_initialize_weights_restores_adaln_zero():
 
 
 # ----------------------------------------------------------------------------- DiT: causality
-STACKING = [{}, {"stack_frames": 2, "action_tokens": True}]  # plain tokens; frame stacking + action tokens
+# plain tokens; frame stacking + action tokens; all options (3D rotary positions, overlapping patches)
+STACKING = [{}, {"stack_frames": 2, "action_tokens": True},
+            {"stack_frames": 2, "action_tokens": True, "spatial_rope": True, "embed_kernel": 4, "mix_ffn": True},
+            {"attention": "factorized"},
+            {"attention": "factorized", "stack_frames": 2, "spatial_rope": True, "mix_ffn": True}]
 
 
 @pytest.mark.parametrize("extra", STACKING)
@@ -217,7 +223,12 @@ def test_noise_level_and_action_condition_their_frame(extra):
 # ----------------------------------------------------------------------------- DiT: cached generation
 @pytest.mark.parametrize("depth, C, t, extra", [(2, 2, 7, {}), (1, 3, 8, {}), (3, 1, 5, {}),
                                                 (2, 3, 8, {"stack_frames": 2, "action_tokens": True}),
-                                                (1, 2, 6, {"stack_frames": 2}), (2, 1, 5, {"stack_frames": 1})])
+                                                (1, 2, 6, {"stack_frames": 2}), (2, 1, 5, {"stack_frames": 1}),
+                                                (2, 2, 7, {"stack_frames": 2, "spatial_rope": True, "embed_kernel": 4}),
+                                                (2, 2, 7, {"stack_frames": 2, "mix_ffn": True}),
+                                                (2, 2, 7, {"attention": "factorized"}), (1, 3, 8, {"attention": "factorized"}),
+                                                (3, 1, 5, {"attention": "factorized", "spatial_rope": True}),
+                                                (2, 3, 8, {"attention": "factorized", "stack_frames": 2, "mix_ffn": True})])
 def test_cached_generation_matches_teacher_forced_pass(depth, C, t, extra):
     dit = randomize(DiT(dit_config(depth=depth, context_frames=C, **extra))).eval()
     clean, cc, noisy, nc, pa = window(t)
@@ -271,6 +282,73 @@ def test_attention_depends_on_relative_positions_only():
         outs.append((f, dit.denoise_next(noisy[:, 1], nc[:, 1], pa[:, 2], cache)))
     torch.testing.assert_close(outs[0][0], outs[1][0], atol=1e-4, rtol=0)
     torch.testing.assert_close(outs[0][1], outs[1][1], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("spatial_pairs", [0, 3])
+def test_rotary_scores_depend_only_on_offsets(spatial_pairs):
+    """q·k after rotary encoding is unchanged when both positions move by the same (t, y, x)."""
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 32, generator=g), torch.randn(2, 32, generator=g)
+    pos = torch.tensor([[3, 1, 2], [1, 4, 0]])
+    from worldsim.models.dit import apply_rope
+
+    def score(p):
+        cos, sin = rope_tables(p, 32, spatial_pairs=spatial_pairs)
+        return (apply_rope(q[0], cos[0], sin[0]) * apply_rope(k[1], cos[1], sin[1])).sum()
+
+    shift = torch.tensor([[7, 5, -3]])
+    torch.testing.assert_close(score(pos), score(pos + shift), atol=1e-4, rtol=0)
+    moved = pos.clone()
+    moved[1, 1 if spatial_pairs else 0] += 1  # one row further in space (or one frame in time)
+    assert (score(pos) - score(moved)).abs() > 1e-3
+
+
+def test_spatial_rope_splits_the_head_dimension():
+    dit = DiT(dit_config(spatial_rope=True))
+    assert dit.spatial_pairs == dit.head_dim // 6 > 0  # a third of the rotary pairs per spatial axis
+    assert DiT(dit_config()).spatial_pairs == 0
+    with pytest.raises(ValueError, match="no rotary pairs for time"):
+        rope_tables(torch.zeros(1, 3), 8, spatial_pairs=2)
+
+
+@pytest.mark.parametrize("kernel, ok", [(2, True), (4, True), (6, True), (3, False), (1, False)])
+def test_embed_kernel_must_keep_patches_centred(kernel, ok):
+    if ok:
+        dit = DiT(dit_config(embed_kernel=kernel))
+        raw, _ = dit(*window(3))
+        assert raw.shape == (2, 2, 4, 8, 8)
+    else:
+        with pytest.raises(ValueError, match="embed_kernel"):
+            DiT(dit_config(embed_kernel=kernel))
+
+
+def test_overlapping_patches_see_their_neighbours():
+    """A clean pixel next to a patch border reaches the neighbouring token only with a kernel > patch."""
+    for kernel, reaches in ((2, False), (4, True)):
+        dit = randomize(DiT(dit_config(depth=1, embed_kernel=kernel)), std=0.2)
+        with torch.no_grad():  # no attention: each token sees only its own embedding
+            dit.blocks[0].attn.proj.weight.zero_()
+            dit.blocks[0].attn.proj.bias.zero_()
+        inputs = window(3)
+        raw, _ = dit(*inputs)
+        noisy = inputs[2].clone()
+        noisy[:, 0, :, 1, 1] += 1.0  # latent cell (1, 1): the last row/column of patch (0, 0)
+        raw2, _ = dit(inputs[0], inputs[1], noisy, *inputs[3:])
+        neighbour = (raw - raw2)[:, 0, :, 2:4, 2:4].abs().max().item()  # patch (1, 1)'s outputs
+        assert (neighbour > 1e-5) == reaches, (kernel, neighbour)
+
+
+@pytest.mark.parametrize("spatial", [False, True])
+@pytest.mark.parametrize("attention", ["window", "factorized"])
+def test_cache_rebase_keeps_outputs(spatial, attention):
+    """Moving every cached position back by a multiple of C changes nothing but rounding."""
+    dit = randomize(DiT(dit_config(spatial_rope=spatial, attention=attention))).eval()
+    clean, cc, noisy, nc, pa = window(4)
+    cache, _ = dit.prefill(clean[:, :2], cc[:, :2], pa[:, :2], start_pos=1000)
+    before = dit.denoise_next(noisy[:, 1], nc[:, 1], pa[:, 2], cache)
+    cache.rebase(998, dit.head_dim, dit.cache_spatial_pairs)
+    assert cache.next_pos == 4
+    torch.testing.assert_close(dit.denoise_next(noisy[:, 1], nc[:, 1], pa[:, 2], cache), before, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("extra", STACKING)

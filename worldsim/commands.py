@@ -83,7 +83,8 @@ def train_tokenizer(cfg: DictConfig) -> None:
     from worldsim.training.train_tokenizer import TokenizerTrainConfig, train_tokenizer as run
 
     train = dataclass_from_dict(TokenizerTrainConfig, {**_kwargs(cfg.model.tokenizer_train), "seed": cfg.seed,
-                                                       "device": cfg.device, "val_fraction": cfg.val_fraction})
+                                                       "device": cfg.device, "val_fraction": cfg.val_fraction,
+                                                       "precision": cfg.get("precision", "auto")})
     run(cfg.data_dir, cfg.out, dataclass_from_dict(TokenizerConfig, _kwargs(cfg.model.tokenizer)), train,
         env_meta=_env_meta(cfg), run_dir=cfg.run_dir, progress=bool(cfg.progress))
 
@@ -93,7 +94,8 @@ def train_world_model(cfg: DictConfig) -> None:
     from worldsim.training.train_world_model import WorldModelTrainConfig, train_world_model as run
 
     train = dataclass_from_dict(WorldModelTrainConfig, {**_kwargs(cfg.model.world_model_train), "seed": cfg.seed,
-                                                        "device": cfg.device, "val_fraction": cfg.val_fraction})
+                                                        "device": cfg.device, "val_fraction": cfg.val_fraction,
+                                                        "precision": cfg.get("precision", "auto")})
     model = {k: v for k, v in _kwargs(cfg.model).items()
              if k not in ("name", "tokenizer", "tokenizer_train", "world_model_train")}
     run(cfg.data_dir, cfg.tokenizer, cfg.out, model, train, env_meta=_env_meta(cfg), run_dir=cfg.run_dir,
@@ -153,7 +155,7 @@ def run(cfg: DictConfig) -> None:
 
     t0 = time.perf_counter()
     run_dir = Path(cfg.run_dir)
-    base = {"env": cfg.env, "model": cfg.model, "seed": cfg.seed, "device": cfg.device,
+    base = {"env": cfg.env, "model": cfg.model, "seed": cfg.seed, "device": cfg.device, "precision": cfg.precision,
             "val_fraction": cfg.val_fraction, "progress": cfg.progress, "run_dir": str(run_dir)}
     policy = {"name": cfg.collect.policy}
     timings: dict[str, float] = {}

@@ -22,10 +22,19 @@ class EDMConfig:
     p_mean: float = -0.4  # log-normal training noise: ln σ ~ N(p_mean, p_std²) (EDM Table 1 uses -1.2, 1.2)
     p_std: float = 1.2
     sigma_min: float = 2e-3
-    sigma_max: float = 5.0
+    # Sampling starts from pure noise at sigma_max, so training must never see a noisy input from
+    # which the target can still be read at that level. EDM's 80 keeps the signal-to-noise ratio at
+    # ~1e-4 even for the sparse, heavy-tailed frame-change targets (a moving sprite's latent cells
+    # change by several standard deviations); at 5 the model learned to read those cells off the
+    # noisy input in training and could not at sampling time (measured: 8% vs 23% of the change
+    # variance explained after the same training on Boxing).
+    sigma_max: float = 80.0
     rho: float = 7.0
     sampling_steps: int = 2
     solver: str = "euler"  # "euler" or "heun"
+    # Share of training noise levels drawn at exactly sigma_max, where every sample starts: with one
+    # or two sampling steps the first denoiser call makes nearly the whole prediction.
+    p_sigma_max: float = 0.0
 
 
 class Preconditioning(NamedTuple):
@@ -47,8 +56,12 @@ def precondition(sigma: torch.Tensor, sigma_data: float) -> Preconditioning:
 
 def training_sigmas(shape: tuple[int, ...], cfg: EDMConfig, generator: torch.Generator | None = None,
                     device: torch.device | str = "cpu") -> torch.Tensor:
-    """ln σ ~ N(P_mean, P_std²) (EDM Table 1, "training" row)."""
-    return (torch.randn(shape, generator=generator, device=device) * cfg.p_std + cfg.p_mean).exp()
+    """ln σ ~ N(P_mean, P_std²) (EDM Table 1, "training" row); a share ``p_sigma_max`` at σ_max."""
+    sigma = (torch.randn(shape, generator=generator, device=device) * cfg.p_std + cfg.p_mean).exp()
+    if cfg.p_sigma_max > 0:
+        at_max = torch.rand(shape, generator=generator, device=device) < cfg.p_sigma_max
+        sigma = torch.where(at_max, torch.full_like(sigma, cfg.sigma_max), sigma)
+    return sigma
 
 
 def denoising_target(x0: torch.Tensor, noisy: torch.Tensor, pre: Preconditioning) -> torch.Tensor:

@@ -152,13 +152,15 @@ class Tokenizer(nn.Module):
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """Deterministic latents (the posterior mean) of ``(..., 3, H, W)`` frames in [0, 1]."""
         lead = frames.shape[:-3]
-        z = self.posterior(frames.reshape(-1, *frames.shape[-3:])).mean
-        return z.reshape(*lead, *z.shape[1:])
+        # contiguous in and out: convolutions choose their algorithm (and rounding) by memory layout,
+        # and frames from numpy arrive channels-last; results must not depend on where frames came from
+        z = self.posterior(frames.reshape(-1, *frames.shape[-3:]).contiguous()).mean
+        return z.reshape(*lead, *z.shape[1:]).contiguous()
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``(..., c, h, w)`` latents -> ``(..., 3, H, W)`` frames (unclamped)."""
         lead = z.shape[:-3]
-        x = self.decoder(z.reshape(-1, *z.shape[-3:]))
+        x = self.decoder(z.reshape(-1, *z.shape[-3:]).contiguous())
         return x.reshape(*lead, *x.shape[1:])
 
 

@@ -113,7 +113,8 @@ class DreamCore:
         frames_t = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 1, 4, 2, 3)  # (r, C, 3, H, W)
         prev = self.model.prev_actions(torch.from_numpy(np.stack(actions)).to(self.device))  # (r, C)
         latents = self.model.encode(frames_t)  # (r, C, c, h, w)
-        if self.cache is None and len(rows) == self.n:  # first reset of everything: positions 0..C-1
+        if len(rows) == self.n:  # reset of everything: a fresh cache at positions 0..C-1, so that a
+            # reset with a seed reproduces the same floats whatever ran before it
             self.cache = self.model.start(latents, prev, start_pos=0)
         else:
             if self.cache is None:  # first reset of some rows only: allocate the cache for all rows

@@ -23,10 +23,30 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA; full fp32 on CPU (CPU bf16 autocast is opt-in: precision=bf16)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU multiplies bf16 matrices in hardware (AVX-512 BF16 or AMX): there bf16
+    matmuls run ~4× faster than fp32 (measured on the project machine: ~900 vs ~200 GFLOP/s with 2
+    threads); without them bf16 is emulated and far slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` on CUDA and on CPUs with hardware bf16, else ``fp32``."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}.")
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16()) else "fp32"
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """bf16 autocast (weights and reductions stay fp32) or a no-op, per :func:`resolve_precision`."""
+    if resolve_precision(precision, device) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

@@ -23,7 +23,7 @@ from worldsim.data.store import EpisodeStore
 from worldsim.metrics import psnr_from_mse, squared_error_sums
 from worldsim.models.tokenizer import Tokenizer, TokenizerConfig, frames_to_float, tokenizer_loss
 from worldsim.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from worldsim.training.runtime import Logger, lr_factor, resolve_device
+from worldsim.training.runtime import Logger, autocast, lr_factor, resolve_device
 
 
 @dataclass
@@ -39,6 +39,7 @@ class TokenizerTrainConfig:
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast; auto = bf16 on CUDA and on CPUs with hardware bf16)
 
 
 @torch.no_grad()
@@ -116,7 +117,8 @@ def train_tokenizer(data_dir: str | Path, out: str | Path, model_cfg: TokenizerC
     while step < train.steps:
         batch = train_data.sample(train.batch_size, gen)
         pairs = frames_to_float(batch.frames.to(device))
-        losses = tokenizer_loss(model, pairs, gen if device.type == "cpu" else None)
+        with autocast(device, train.precision):
+            losses = tokenizer_loss(model, pairs, gen if device.type == "cpu" else None)
         opt.zero_grad(set_to_none=True)
         losses.loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)

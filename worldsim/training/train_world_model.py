@@ -46,6 +46,7 @@ class WorldModelTrainConfig:
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast; auto = bf16 on CUDA and on CPUs with hardware bf16)
 
 
 @torch.no_grad()
@@ -160,7 +161,7 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
         idx = train_data.window_indices(train.batch_size, gen, train.end_share)  # (b, t)
         z = latents[idx].to(device)  # (b, t, c, h, w)
         actions, rewards, terminated = (x.to(device) for x in train_data.transitions(idx))
-        with autocast(device):
+        with autocast(device, train.precision):
             losses = net(z, actions, rewards, terminated, gen if device.type == "cpu" else None)
         opt.zero_grad(set_to_none=True)
         losses.loss.backward()
