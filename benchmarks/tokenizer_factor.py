@@ -5,6 +5,8 @@ reconstruction PSNR, motion PSNR (over the pixels that change between consecutiv
 game's moving objects are), latent size, training and decoding speed on this machine.
 
     python benchmarks/tokenizer_factor.py --data data/boxing --steps 800 --out benchmarks/results/tokenizer_factor_boxing.json
+    python benchmarks/tokenizer_factor.py --data data/boxing --steps 3000 --candidates f4_c8,f4_c16,f4_c16_w96,f8_c32 \
+        --out benchmarks/results/tokenizer_channels_boxing.json
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ CANDIDATES = {
     "f4_c8": TokenizerConfig(patch_size=4, channels=[64], latent_channels=8),
     "f8_c16": TokenizerConfig(patch_size=4, channels=[64, 96], latent_channels=16),
     "f8_c8": TokenizerConfig(patch_size=4, channels=[64, 96], latent_channels=8),
+    "f4_c16": TokenizerConfig(patch_size=4, channels=[64], latent_channels=16),
+    "f4_c16_w96": TokenizerConfig(patch_size=4, channels=[96], latent_channels=16),
+    "f8_c32": TokenizerConfig(patch_size=4, channels=[64, 96], latent_channels=32),
 }
 
 

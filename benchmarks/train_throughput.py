@@ -1,9 +1,10 @@
 """Training throughput (windows/s, target frames/s) and peak memory of the world-model DiT for the
-``tiny`` and ``small`` presets on this machine (CPU, all threads), plus the tokenizer's samples/s.
+``tiny`` and ``small`` presets on this machine (CPU, all threads), plus the tokenizer's samples/s,
+in fp32 and under bf16 autocast (what ``precision=auto`` picks on CPUs with hardware bf16).
 
     python benchmarks/train_throughput.py --out benchmarks/results/train_throughput.json
 
-Each measurement runs in a fresh subprocess so peak RSS is per preset.
+Each measurement runs in a fresh subprocess so peak RSS is per preset and precision.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from worldsim.data.store import atomic_write_json
 
 CHILD = r"""
-import json, resource, sys, time, torch, yaml
+import contextlib, json, resource, sys, time, torch, yaml
 from worldsim.models.world_model import WorldModel, WorldModelConfig
 from worldsim.models.tokenizer import Tokenizer, TokenizerConfig, tokenizer_loss
 from worldsim.training.checkpoint import dataclass_from_dict
@@ -33,8 +34,11 @@ g = torch.Generator().manual_seed(0)
 z = torch.randn(b, t, dit["latent_channels"], h, w, generator=g)
 a = torch.randint(0, 18, (b, t - 1), generator=g)
 r, e = torch.zeros(b, t - 1), torch.zeros(b, t - 1, dtype=torch.bool)
+amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if sys.argv[3] == "bf16" else contextlib.nullcontext
 def step():
-    loss = m(z, a, r, e, g).loss; opt.zero_grad(); loss.backward(); opt.step()
+    with amp():
+        loss = m(z, a, r, e, g).loss
+    opt.zero_grad(); loss.backward(); opt.step()
 for _ in range(2): step()
 n, t0 = 0, time.perf_counter()
 while time.perf_counter() - t0 < float(sys.argv[2]) or n < 3:
@@ -45,7 +49,9 @@ topt = torch.optim.AdamW(tok.parameters())
 tb = cfg["tokenizer_train"]["batch_size"]
 pairs = torch.rand(tb, 2, 3, 64, 64, generator=g)
 def tstep():
-    loss = tokenizer_loss(tok, pairs, g).loss; topt.zero_grad(); loss.backward(); topt.step()
+    with amp():
+        loss = tokenizer_loss(tok, pairs, g).loss
+    topt.zero_grad(); loss.backward(); topt.step()
 tstep()
 k, t1 = 0, time.perf_counter()
 while time.perf_counter() - t1 < float(sys.argv[2]) or k < 3:
@@ -63,15 +69,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--presets", default="tiny,small")
     ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     root = Path(__file__).resolve().parents[1] / "configs" / "model"
     result = {"device": "cpu", "presets": {}}
     for name in args.presets.split(","):
-        out = subprocess.run([sys.executable, "-c", CHILD, str(root / f"{name}.yaml"), str(args.seconds)],
-                             capture_output=True, text=True, check=True)
-        result["presets"][name] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(name, result["presets"][name])
+        result["presets"][name] = {}
+        for precision in args.precisions.split(","):
+            out = subprocess.run([sys.executable, "-c", CHILD, str(root / f"{name}.yaml"), str(args.seconds), precision],
+                                 capture_output=True, text=True, check=True)
+            result["presets"][name][precision] = json.loads(out.stdout.strip().splitlines()[-1])
+            print(name, precision, result["presets"][name][precision])
     atomic_write_json(Path(args.out), result)
 
 

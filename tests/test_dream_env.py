@@ -43,7 +43,10 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def paths(tiny_world_model):
-    return {"checkpoint": str(tiny_world_model["world_model"]), "data_dir": str(tiny_world_model["data_dir"])}
+    # fp32: these tests compare dreams with each other and with direct model calls to the last bit;
+    # bf16 dreams (the default on CPUs with hardware bf16) have tests of their own below
+    return {"checkpoint": str(tiny_world_model["world_model"]), "data_dir": str(tiny_world_model["data_dir"]),
+            "precision": "fp32"}
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +111,23 @@ def test_check_env_through_gymnasium_make(paths, obs_type, real_boxing):
     else:
         assert dream.observation_space.dtype == np.float32 and len(dream.observation_space.shape) == 3
     env.close()
+
+
+def test_bf16_dream_passes_checkers_and_stays_close_to_fp32(paths):
+    """bf16 autocast (the default where the CPU multiplies bf16 in hardware) is deterministic under a
+    seed, passes both env checkers, and generates what the fp32 dream does up to rounding."""
+    bf16 = DreamEnv(**stable({**paths, "precision": "bf16"}))
+    assert bf16.core.precision == "bf16"
+    check_env(bf16)
+    sb3_check_env(bf16)
+    fp32 = DreamEnv(**stable(paths))
+    runs = {}
+    for name, env in (("bf16", bf16), ("fp32", fp32)):
+        frames = [env.reset(seed=3)[0]] + [env.step(a)[0] for a in (1, 2, 3, 4)]
+        runs[name] = np.stack(frames).astype(np.float32)
+    assert np.abs(runs["bf16"] - runs["fp32"]).mean() < 2.0  # uint8 levels, averaged over pixels
+    with pytest.raises(ValueError, match="precision"):
+        DreamEnv(**stable({**paths, "precision": "fp16"}))
 
 
 def test_single_env_step_types_and_seeding(paths):

@@ -113,7 +113,7 @@ def test_dit_forward_shapes():
     dit = DiT(dit_config())
     raw, features = dit(*window(5))
     assert raw.shape == (2, 4, 4, 8, 8)
-    assert features.shape == (2, 5, 32)
+    assert features.shape == (2, 5, 16, 32)  # token features of the clean stream: 4×4 patches
 
 
 def test_fresh_dit_outputs_exact_zeros():
@@ -380,7 +380,7 @@ def test_dit_runs_on_any_divisible_grid(h, w):
     dit = randomize(DiT(dit_config())).eval()
     clean, cc, noisy, nc, pa = window(4, h=h, w=w)
     raw, feat = dit(clean, cc, noisy, nc, pa)
-    assert raw.shape == (2, 3, 4, h, w) and feat.shape == (2, 4, 32)
+    assert raw.shape == (2, 3, 4, h, w) and feat.shape == (2, 4, (h // 2) * (w // 2), 32)
     cache, _ = dit.prefill(clean[:, :2], cc[:, :2], pa[:, :2])
     torch.testing.assert_close(dit.denoise_next(noisy[:, 1], nc[:, 1], pa[:, 2], cache), raw[:, 1], atol=1e-5, rtol=0)
 
@@ -429,6 +429,26 @@ def test_world_model_loss_gradients_reach_dit_and_heads_not_tokenizer(fresh):
     assert all(g is not None for g in dit_grads)
     if not fresh:
         assert sum(int(g.abs().sum() > 0) for g in dit_grads) == len(dit_grads)
+
+
+def test_attention_pooled_heads_start_as_mean_pooling_and_can_focus():
+    from worldsim.models.world_model import Heads
+
+    torch.manual_seed(0)
+    mean, att = Heads(32, "mean"), Heads(32, "attention")
+    att.load_state_dict({**mean.state_dict(), "query": att.query, "key.weight": att.key.weight, "key.bias": att.key.bias})
+    tokens = torch.randn(3, 5, 16, 32)  # (b, t, n, d)
+    for a, b in zip(att(tokens), mean(tokens)):
+        torch.testing.assert_close(a, b)  # a zero query weighs every token equally
+    with torch.no_grad():  # a query aligned with one token's key takes (almost) only that token
+        att.key.weight.copy_(torch.eye(32))
+        att.key.bias.zero_()
+        att.query.copy_(att.norm(tokens)[0, 0, 7] * 50)
+    one_token = tokens.clone()
+    one_token[0, 0] = tokens[0, 0, 7]
+    torch.testing.assert_close(att(tokens)[0][0, 0], mean(one_token)[0][0, 0], atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="heads_pool"):
+        Heads(32, "max")
 
 
 def test_reward_weights_favour_rare_classes_and_average_one():

@@ -109,7 +109,7 @@ def evaluate_world_model(cfg: DictConfig) -> None:
     model, ckpt = load_world_model(cfg.checkpoint, cfg.device)
     ecfg = EvalConfig(num_windows=int(cfg.num_windows), horizons=[int(h) for h in cfg.horizons],
                       batch_size=int(cfg.batch_size), split=cfg.split, val_fraction=float(cfg.val_fraction),
-                      sampling_steps=cfg.sampling_steps, seed=int(cfg.seed))
+                      sampling_steps=cfg.sampling_steps, seed=int(cfg.seed), precision=cfg.get("precision", "auto"))
     result = run(model, ckpt, cfg.data_dir, ecfg, cfg.out_dir, progress=bool(cfg.progress))
     r = result["rollouts"]
     print(f"{'h':>3} {'PSNR':>7} {'motion':>7} {'SSIM':>6} | {'repeat':>7} {'motion':>7} | {'ctrl dB':>7} | {'tok floor':>9}")

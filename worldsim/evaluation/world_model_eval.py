@@ -33,6 +33,7 @@ from worldsim.data.store import EpisodeStore
 from worldsim.metrics import psnr_from_mse, squared_error_sums, ssim
 from worldsim.models.world_model import REWARD_CLASSES, WorldModel, reward_to_class
 from worldsim.training.checkpoint import check_env_matches
+from worldsim.training.runtime import autocast, resolve_precision
 
 
 @dataclass
@@ -44,6 +45,7 @@ class EvalConfig:
     val_fraction: float = 0.1
     sampling_steps: int | None = None
     seed: int = 0
+    precision: str = "auto"  # as the dream runs: bf16 autocast on CUDA and CPUs with hardware bf16
 
 
 def _accumulate(acc: dict, key: str, k: int, sums: dict[str, torch.Tensor]) -> None:
@@ -151,11 +153,14 @@ def evaluate_world_model(model: WorldModel, ckpt: dict[str, Any], data_dir: str 
     C, H = model.cfg.dit.context_frames, max(cfg.horizons)
     t0 = time.perf_counter()
     data = WindowDataset(store, C + H, cfg.split, cfg.val_fraction)
+    device = next(model.parameters()).device
+    precision = resolve_precision(cfg.precision, device)
     result: dict[str, Any] = {"checkpoint_step": ckpt.get("step"), "data_dir": str(data_dir), "split": cfg.split,
-                              "context_frames": C, "horizons": cfg.horizons,
+                              "context_frames": C, "horizons": cfg.horizons, "precision": precision,
                               "sampling_steps": cfg.sampling_steps or model.cfg.edm.sampling_steps}
-    result["rollouts"] = rollout_metrics(model, data, cfg, progress)
-    result["heads"] = head_metrics(model, store, store.split_names(cfg.split, cfg.val_fraction), progress)
+    with autocast(device, precision):
+        result["rollouts"] = rollout_metrics(model, data, cfg, progress)
+        result["heads"] = head_metrics(model, store, store.split_names(cfg.split, cfg.val_fraction), progress)
     result["seconds"] = time.perf_counter() - t0
     if out_dir is not None:
         out_dir = Path(out_dir)

@@ -48,7 +48,8 @@ class DiTConfig:
     mlp_ratio: float = 4.0
     num_actions: int = 18
     context_frames: int = 4  # C: past frames each frame attends to
-    action_embed_std: float = 0.02  # init scale of the action embeddings (DiT's label-embedding default)
+    action_embed_std: float = 0.02  # init scale of the adaLN action embeddings (DiT's label-embedding default)
+    action_token_std: float = 0.02  # init scale of the action embeddings added to the generated frame's tokens
     # Frame stacking inside the token: each patch of the frame being generated also carries the same
     # patch of the last ``stack_frames`` clean frames (channel concatenation, as DIAMOND stacks
     # frames into its U-Net's input). Attention can fetch them too, but a direct, local path makes
@@ -258,7 +259,11 @@ class Attention(nn.Module):
         if isinstance(layout, WindowLayout):
             out = windowed_attention(q, k, v, layout)
         else:
-            keys, values = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
+            keys, values = k, v
+            if past is not None:  # the new frame goes into the cache's scratch slot: no concatenation
+                n = k.shape[2]
+                past[0][:, :, -n:], past[1][:, :, -n:] = k, v
+                keys, values = past
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=layout)  # (b, h, n, e)
         return self.proj(rearrange(out, "b h n e -> b n (h e)")), (k, v)
 
@@ -274,19 +279,18 @@ class Attention(nn.Module):
     def temporal(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: "WindowLayout | None",
                  past: tuple[torch.Tensor, torch.Tensor] | None = None):
         """Attention over time at each patch position: x (b, F, n, d), rotary tables per frame (F, e).
-        ``layout`` for a teacher-forced pass, or None with ``past`` (b, h, C·n, e) keys/values of the
-        cached frames (cached generation of one frame, F = 1)."""
+        ``layout`` for a teacher-forced pass, or None with ``past`` (b, h, (C+1)·n, e): the cache's
+        keys/values, whose scratch slot receives this frame's (cached generation of one frame, F = 1)."""
         q, k, v = rearrange(self.qkv(x), "b f n (three h e) -> three b h f n e", three=3, h=self.heads)
         cos, sin = cos[:, None], sin[:, None]  # (F, 1, e): the same angle for every patch of a frame
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if layout is not None:
             out = temporal_attention(q, k, v, layout)  # (b, h, F, n, e)
-        else:  # one new frame against the C cached ones
+        else:  # one new frame (in the cache's scratch slot) against the C cached ones
             n = x.shape[2]
-            pk = rearrange(past[0], "b h (c n) e -> b h n e c", n=n)
-            pv = rearrange(past[1], "b h (c n) e -> b h n e c", n=n)
-            kw = torch.cat([pk, rearrange(k, "b h f n e -> b h n e f")], dim=-1)[:, :, None]  # (b, h, 1, n, e, C+1)
-            vw = torch.cat([pv, rearrange(v, "b h f n e -> b h n e f")], dim=-1)[:, :, None]
+            past[0][:, :, -n:], past[1][:, :, -n:] = k[:, :, 0], v[:, :, 0]
+            kw = rearrange(past[0], "b h (c n) e -> b h n e c", n=n)[:, :, None]  # (b, h, 1, n, e, C+1)
+            vw = rearrange(past[1], "b h (c n) e -> b h n e c", n=n)[:, :, None]
             s = torch.einsum("bhtne,bhtnek->bhtnk", q, kw) * q.shape[-1] ** -0.5
             out = torch.einsum("bhtnk,bhtnek->bhtne", s.softmax(dim=-1).to(vw.dtype), vw)
         kv = (rearrange(k, "b h f n e -> b h (f n) e"), rearrange(v, "b h f n e -> b h (f n) e"))
@@ -364,14 +368,16 @@ class FinalLayer(nn.Module):
 
 # ----------------------------------------------------------------------------- cache
 class DiTCache:
-    """Keys/values of the last ``C`` clean frames, per layer: a ring of frame slots.
+    """Keys/values of the last ``C`` clean frames, per layer: a ring of frame slots, plus one
+    scratch slot at the end where the frame being generated puts its own keys/values, so that a
+    generation pass attends to one preallocated buffer instead of concatenating the cache anew.
 
     Rotary positions are applied before keys are stored, so slot order does not matter to
     attention; frame ``p`` lives in slot ``p % C``.
     """
 
     def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], tokens_per_frame: int, next_pos: int):
-        self.keys, self.values = keys, values  # per layer (b, heads, C·n, e)
+        self.keys, self.values = keys, values  # per layer (b, heads, (C+1)·n, e): C ring slots, then scratch
         self.n = tokens_per_frame
         self.next_pos = next_pos  # position of the next frame to be generated
         self.last_latents: torch.Tensor | None = None  # (b, c, h, w) newest clean frame, kept by WorldModel
@@ -379,7 +385,7 @@ class DiTCache:
 
     @property
     def context_frames(self) -> int:
-        return self.keys[0].shape[2] // self.n
+        return self.keys[0].shape[2] // self.n - 1
 
     def rebase(self, shift: int, head_dim: int, spatial_pairs: int = 0) -> None:
         """Move every position back by ``shift`` (a multiple of C, so ring slots stay put) by
@@ -458,7 +464,7 @@ class DiT(nn.Module):
             nn.init.zeros_(self.noisy_embed.weight[:, -c:])
         nn.init.normal_(self.action_embed.weight, std=self.cfg.action_embed_std)
         if self.token_action is not None:
-            nn.init.normal_(self.token_action.weight, std=self.cfg.action_embed_std)
+            nn.init.normal_(self.token_action.weight, std=self.cfg.action_token_std)
         for layer in (self.noise_embed[0], self.noise_embed[2]):
             nn.init.normal_(layer.weight, std=0.02)
         for block in self.blocks:
@@ -562,8 +568,8 @@ class DiT(nn.Module):
         clean (b, t, c, h, w) and clean_c_noise (b, t): the (noise-augmented, c_in-scaled) clean frames;
         noisy (b, t-1, c, h, w) and noisy_c_noise (b, t-1): noisy copies of frames 1..t-1;
         prev_actions (b, t): the action that led to each frame (``null_action`` for frame 0).
-        Returns the raw output F for the noisy frames (b, t-1, c, h, w) and per-frame features of
-        the clean stream (b, t, d) for the reward / episode-end heads.
+        Returns the raw output F for the noisy frames (b, t-1, c, h, w) and the clean stream's token
+        features (b, t, n, d) for the reward / episode-end heads.
         """
         b, t, c, h, w = clean.shape
         hp, wp = self.grid(h, w)
@@ -578,7 +584,7 @@ class DiT(nn.Module):
         rope = self._rope(frame_pos, hp, wp)
         for block in self.blocks:
             x, _ = block(x, cond, (hp, wp), rope, layout)
-        features = rearrange(x[:, : t * n], "b (t n) d -> b t n d", t=t).mean(dim=2)
+        features = rearrange(x[:, : t * n], "b (t n) d -> b t n d", t=t)
         out = self.final(x[:, t * n :], cond[:, t:], n)
         return self.unembed(out, t - 1, h, w), features
 
@@ -588,7 +594,8 @@ class DiT(nn.Module):
                 cache: DiTCache | None = None, rows: torch.Tensor | None = None) -> tuple[DiTCache, torch.Tensor]:
         """Encode ``C`` context frames (b, C, c, h, w) into a new cache (or into ``rows`` of ``cache``).
 
-        Frames get positions ``start_pos .. start_pos + C - 1``. Returns the cache and per-frame features.
+        Frames get positions ``start_pos .. start_pos + C - 1``. Returns the cache and the token
+        features (b, C, n, d).
         """
         b, t, c, h, w = clean.shape
         C = self.cfg.context_frames
@@ -603,7 +610,7 @@ class DiT(nn.Module):
         layout = WindowLayout.build(t, n, C, False, dev)
         rope = self._rope(frame_pos, hp, wp)
         if cache is None:
-            shape = (b, self.cfg.heads, C * n, self.cfg.width // self.cfg.heads)
+            shape = (b, self.cfg.heads, (C + 1) * n, self.cfg.width // self.cfg.heads)  # C ring slots + scratch
             cache = DiTCache([x.new_zeros(shape) for _ in self.blocks], [x.new_zeros(shape) for _ in self.blocks],
                              n, start_pos + t)
         stack = self.cfg.stack_frames
@@ -619,7 +626,7 @@ class DiT(nn.Module):
             for f in range(t):
                 sl = slice(f * n, (f + 1) * n)
                 cache.write(i, (k[:, :, sl], v[:, :, sl]), start_pos + f, rows)
-        return cache, rearrange(x, "b (t n) d -> b t n d", t=t).mean(dim=2)
+        return cache, rearrange(x, "b (t n) d -> b t n d", t=t)
 
     def _cached_pass(self, z: torch.Tensor, c_noise: torch.Tensor, action: torch.Tensor, cache: DiTCache,
                      pos: int, commit: bool):
@@ -646,7 +653,7 @@ class DiT(nn.Module):
 
     @torch.no_grad()
     def commit(self, clean: torch.Tensor, c_noise: torch.Tensor, action: torch.Tensor, cache: DiTCache) -> torch.Tensor:
-        """Append a generated clean frame (b, c, h, w) to the cache; returns its features (b, d)."""
+        """Append a generated clean frame (b, c, h, w) to the cache; returns its token features (b, n, d)."""
         x, *_ = self._cached_pass(clean, c_noise, action, cache, cache.next_pos, commit=True)
         if self.cfg.stack_frames:
             cache.recent = torch.cat([cache.recent[:, 1:], clean[:, None]], dim=1)
@@ -654,6 +661,6 @@ class DiT(nn.Module):
         if cache.next_pos >= self.REBASE_AT:
             C = self.cfg.context_frames
             cache.rebase((cache.next_pos - C) // C * C, self.head_dim, self.cache_spatial_pairs)
-        return x.mean(dim=1)
+        return x
 
     REBASE_AT = 4096  # frame position beyond which the cache's rotary angles are moved back

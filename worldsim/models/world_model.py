@@ -31,6 +31,7 @@ class WorldModelConfig:
     reward_weight: float = 0.5
     end_weight: float = 0.5
     end_pos_weight: float = 10.0  # episode ends are rare: weight the positive class
+    heads_pool: str = "mean"  # how the heads pool a frame's tokens: "mean" or "attention" (see Heads)
     # Diffuse the change from the previous frame, z_t - z_{t-1} scaled to unit variance, instead of
     # z_t itself: game frames change little from step to step, so the denoiser spends its capacity
     # on what moves rather than on copying the background.
@@ -38,14 +39,32 @@ class WorldModelConfig:
 
 
 class Heads(nn.Module):
-    """Reward sign (3 classes) and episode end (1 logit) from a frame's clean-stream features."""
+    """Reward sign (3 classes) and episode end (1 logit) from a frame's clean-stream token features.
 
-    def __init__(self, width: int) -> None:
+    ``pool="mean"`` averages the tokens; ``pool="attention"`` lets a learned query weigh them (one
+    attention head, as a CLS token would): a score counter or a timer is a few tokens of a frame,
+    and a mean over all of them dilutes what the heads need to see.
+    """
+
+    def __init__(self, width: int, pool: str = "mean") -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 4))
+        if pool not in ("mean", "attention"):
+            raise ValueError(f"heads_pool must be 'mean' or 'attention', got {pool!r}.")
+        self.pool = pool
+        self.norm = nn.LayerNorm(width)
+        if pool == "attention":
+            self.query = nn.Parameter(torch.zeros(width))  # zero: starts as the mean of the tokens
+            self.key = nn.Linear(width, width)
+        self.net = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 4))
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.net(features)
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.norm(tokens)  # (..., n, d)
+        if self.pool == "attention":
+            w = (self.key(x) @ self.query / x.shape[-1] ** 0.5).softmax(dim=-1)  # (..., n)
+            pooled = (w[..., None] * x).sum(dim=-2)
+        else:
+            pooled = x.mean(dim=-2)
+        out = self.net(pooled)
         return out[..., :3], out[..., 3]
 
 
@@ -78,7 +97,7 @@ class WorldModel(nn.Module):
         self.cfg = cfg
         self.tokenizer = Tokenizer(cfg.tokenizer)
         self.dit = DiT(cfg.dit)
-        self.heads = Heads(cfg.dit.width)
+        self.heads = Heads(cfg.dit.width, cfg.heads_pool)
         self.register_buffer("delta_std", torch.ones(()))  # std of z_t - z_{t-1}, set from the data
         self.register_buffer("reward_weights", torch.ones(3))  # class weights of the reward loss, from the data
 
@@ -203,10 +222,10 @@ class WorldModel(nn.Module):
             return diffusion.denoise(raw, x, diffusion.Preconditioning(*(v[:, None, None, None] for v in pre)))
 
         if noise is None:
-            noise = torch.randn((b, c, h, w), generator=generator, device=ref.device, dtype=ref.dtype)
-        z = diffusion.sample(denoiser, noise, sigmas, solver or edm.solver)
+            noise = torch.randn((b, c, h, w), generator=generator, device=ref.device)  # fp32 even under autocast
+        z = diffusion.sample(denoiser, noise.float(), sigmas, solver or edm.solver).float()
         if self.cfg.predict_residual:
-            z = cache.last_latents + z * self.delta_std
+            z = cache.last_latents.float() + z * self.delta_std
         probs, end_prob = self.commit(cache, z, actions)
         reward = torch.tensor(REWARD_CLASSES, device=ref.device)[probs.argmax(-1)]
         return StepOutput(z, reward, probs, end_prob)

@@ -15,9 +15,11 @@ Episodes start from ``context_frames`` real frames: drawn from the episode store
 trained on (``context_split``) or given in ``reset(options={"context_frames": ..., "context_actions": ...})``.
 Each step samples the next latent frame with the few-step EDM sampler, reusing the cached keys
 and values of the context; rewards and ``terminated`` come from the model's heads, ``truncated``
-after ``horizon`` steps. Every sub-env owns a ``torch.Generator`` seeded by ``reset(seed=...)``
-(sub-env ``i`` of a vector env gets ``seed + i``, as in Gymnasium), so a dream is reproducible and
-sub-env ``i`` matches a single ``DreamEnv`` reset with the same seed.
+after ``horizon`` steps. Every sub-env owns a noise stream seeded by ``reset(seed=...)`` (sub-env
+``i`` of a vector env gets ``seed + i``, as in Gymnasium; :mod:`worldsim.sim.noise` draws all of
+them in one batched operation), so a dream is reproducible and sub-env ``i`` matches a single
+``DreamEnv`` reset with the same seed. ``precision="auto"`` runs the model under bf16 autocast
+on CUDA and on CPUs with hardware bf16 (``"fp32"`` / ``"bf16"`` to choose).
 
 Autoreset: the vector env resets finished sub-envs in the same step (``AutoresetMode.SAME_STEP``):
 the returned observation starts the next episode and ``infos["final_obs"]`` holds the last one.
@@ -38,6 +40,7 @@ from worldsim.models.tokenizer import channels_last_frames
 from worldsim.models.world_model import WorldModel
 from worldsim.sim.contexts import RecordedContexts
 from worldsim.sim.noise import BatchedNoise
+from worldsim.training.runtime import autocast, resolve_precision
 from worldsim.training.train_world_model import load_world_model
 
 
@@ -46,7 +49,7 @@ class DreamCore:
 
     def __init__(self, model: WorldModel, ckpt: dict[str, Any], num_envs: int, horizon: int, obs_type: str,
                  context_source: RecordedContexts | None, sampling_steps: int | None, end_threshold: float,
-                 device: torch.device) -> None:
+                 device: torch.device, precision: str = "auto") -> None:
         if obs_type not in ("pixels", "latent"):
             raise ValueError(f"obs_type must be 'pixels' or 'latent', got {obs_type!r}.")
         if horizon < 1:
@@ -54,6 +57,7 @@ class DreamCore:
         self.model, self.ckpt, self.n, self.device = model, ckpt, num_envs, device
         self.horizon, self.obs_type, self.contexts = horizon, obs_type, context_source
         self.sampling_steps, self.end_threshold = sampling_steps, end_threshold
+        self.precision = resolve_precision(precision, device)  # bf16 autocast on CUDA / CPUs with hardware bf16
         env = ckpt["env"]
         self.frame_shape = tuple(env["frame_shape"])
         self.num_actions = int(env["num_actions"])
@@ -112,7 +116,11 @@ class DreamCore:
         frames, actions = zip(*(self._context_for(i, options) for i in rows))
         frames_t = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 1, 4, 2, 3)  # (r, C, 3, H, W)
         prev = self.model.prev_actions(torch.from_numpy(np.stack(actions)).to(self.device))  # (r, C)
-        latents = self.model.encode(frames_t)  # (r, C, c, h, w)
+        with autocast(self.device, self.precision):
+            self._start_rows(rows, frames_t, prev)
+
+    def _start_rows(self, rows: list[int], frames_t: torch.Tensor, prev: torch.Tensor) -> None:
+        latents = self.model.encode(frames_t).float()  # (r, C, c, h, w)
         if len(rows) == self.n:  # reset of everything: a fresh cache at positions 0..C-1, so that a
             # reset with a seed reproduces the same floats whatever ran before it
             self.cache = self.model.start(latents, prev, start_pos=0)
@@ -128,7 +136,8 @@ class DreamCore:
         if len(rows) == self.n:
             self.frames = None  # decoded lazily, exactly as after a step
         elif self.frames is not None:  # keep the decoded frames of the other rows
-            self.frames[rows] = channels_last_frames(self.model.decode(self.latents[rows])).cpu().numpy()
+            with autocast(self.device, self.precision):
+                self.frames[rows] = channels_last_frames(self.model.decode(self.latents[rows])).cpu().numpy()
 
     def seed_rows(self, rows: list[int], seeds: list[int | None]) -> None:
         for i, s in zip(rows, seeds):
@@ -153,8 +162,9 @@ class DreamCore:
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         a = self.check_actions(actions)
         noise = self.noise.randn(self.latent_shape)
-        out = self.model.step(self.cache, a, sampling_steps=self.sampling_steps, noise=noise)
-        self.latents = out.latents
+        with autocast(self.device, self.precision):
+            out = self.model.step(self.cache, a, sampling_steps=self.sampling_steps, noise=noise)
+        self.latents = out.latents.float()
         self.frames = None
         self.steps += 1
         terminated = (out.end_prob > self.end_threshold).cpu().numpy()
@@ -164,7 +174,8 @@ class DreamCore:
     @torch.inference_mode()
     def pixel_frames(self) -> np.ndarray:
         if self.frames is None:
-            self.frames = channels_last_frames(self.model.decode(self.latents)).cpu().numpy()
+            with autocast(self.device, self.precision):
+                self.frames = channels_last_frames(self.model.decode(self.latents)).cpu().numpy()
         return self.frames
 
     def observations(self) -> np.ndarray:
@@ -175,7 +186,7 @@ class DreamCore:
 
 def _build_core(checkpoint: str | Path, num_envs: int, data_dir: str | Path | None, context_split: str,
                 obs_type: str, horizon: int, sampling_steps: int | None, end_threshold: float, device: str,
-                model: WorldModel | None = None, ckpt: dict | None = None) -> DreamCore:
+                model: WorldModel | None = None, ckpt: dict | None = None, precision: str = "auto") -> DreamCore:
     dev = torch.device(device)
     if model is None or ckpt is None:
         model, ckpt = load_world_model(checkpoint, dev)
@@ -185,7 +196,7 @@ def _build_core(checkpoint: str | Path, num_envs: int, data_dir: str | Path | No
     if data_dir is not None:
         contexts = RecordedContexts(data_dir, model.cfg.dit.context_frames, context_split,
                                     ckpt.get("dataset", {}).get("val_fraction", 0.1), ckpt["env"])
-    return DreamCore(model, ckpt, num_envs, horizon, obs_type, contexts, sampling_steps, end_threshold, dev)
+    return DreamCore(model, ckpt, num_envs, horizon, obs_type, contexts, sampling_steps, end_threshold, dev, precision)
 
 
 def _spaces(core: DreamCore) -> tuple[gym.Space, gym.Space]:
@@ -202,11 +213,11 @@ class DreamVectorEnv(gym.vector.VectorEnv):
     def __init__(self, checkpoint: str | Path, num_envs: int = 16, data_dir: str | Path | None = None,
                  context_split: str = "train", obs_type: str = "pixels", horizon: int = 200,
                  sampling_steps: int | None = None, end_threshold: float = 0.5, device: str = "cpu",
-                 render_mode: str | None = None, render_scale: int = 4, **_: Any) -> None:
+                 render_mode: str | None = None, render_scale: int = 4, precision: str = "auto", **_: Any) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
         self.core = _build_core(checkpoint, num_envs, data_dir, context_split, obs_type, horizon, sampling_steps,
-                                end_threshold, device)
+                                end_threshold, device, precision=precision)
         self.num_envs = num_envs
         self.single_observation_space, self.single_action_space = _spaces(self.core)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
@@ -264,11 +275,11 @@ class DreamEnv(gym.Env[np.ndarray, np.int64]):
     def __init__(self, checkpoint: str | Path, data_dir: str | Path | None = None, context_split: str = "train",
                  obs_type: str = "pixels", horizon: int = 200, sampling_steps: int | None = None,
                  end_threshold: float = 0.5, device: str = "cpu", render_mode: str | None = None,
-                 render_scale: int = 4) -> None:
+                 render_scale: int = 4, precision: str = "auto") -> None:
         if render_mode not in (None, "rgb_array", "human"):
             raise ValueError(f"render_mode must be None, 'rgb_array' or 'human', got {render_mode!r}.")
         self.core = _build_core(checkpoint, 1, data_dir, context_split, obs_type, horizon, sampling_steps,
-                                end_threshold, device)
+                                end_threshold, device, precision=precision)
         self.observation_space, self.action_space = _spaces(self.core)
         self.action_meanings = self.core.action_meanings
         self.render_mode, self.render_scale = render_mode, render_scale

@@ -2,7 +2,7 @@
 
 Each dream (row) owns a 64-bit key and a draw counter. Draw ``k`` of row ``i`` is a pure function of
 ``(key_i, k)``: a counter-based generator (SplitMix64 of key, counter and element index, then
-Box-Muller), so
+Box-Muller on two 24-bit uniforms per hash, in float32), so
 
 * a row's noise never depends on the other rows, on the batch size or on when the others reset:
   sub-env ``i`` of a vector env seeded ``s`` and a single env seeded ``s + i`` see the same noise;
@@ -73,15 +73,17 @@ class BatchedNoise:
         """One draw for every row: (n, *shape) standard normals; advances every row's counter."""
         m = math.prod(shape)
         half = (m + 1) // 2
-        # bits of element j of draw k of row i: splitmix64(splitmix64(key_i + k·golden) + j·golden)
-        # (keys are themselves mixed seeds, so no two (row, draw) pairs share a stream in practice)
+        # one 64-bit hash per Box-Muller pair: hash j of draw k of row i is
+        # splitmix64(splitmix64(key_i + k·golden) + j·golden); its top and middle 24 bits are the two
+        # uniforms (keys are themselves mixed seeds, so no two (row, draw) pairs share a stream in practice)
         base = splitmix64(self.keys + self.counters * _signed(_GOLDEN))
-        j = torch.arange(2 * half, device=self.device, dtype=torch.int64) * _signed(_GOLDEN)
-        bits = splitmix64(base[:, None] + j[None, :])  # (n, 2·half)
-        u = (_srl(bits, 11).double() + 0.5) * 2.0**-53  # uniform in (0, 1)
-        u1, u2 = u[:, :half], u[:, half:]
+        j = torch.arange(half, device=self.device, dtype=torch.int64) * _signed(_GOLDEN)
+        bits = splitmix64(base[:, None] + j[None, :])  # (n, half)
+        scale = 2.0**-24
+        u1 = ((_srl(bits, 40) & 0xFFFFFF).float() + 0.5) * scale  # uniform in (0, 1), 24 bits
+        u2 = ((_srl(bits, 8) & 0xFFFFFF).float() + 0.5) * scale
         r = torch.sqrt(-2.0 * torch.log(u1))
-        theta = 2.0 * math.pi * u2
+        theta = (2.0 * math.pi) * u2
         z = torch.cat([r * torch.cos(theta), r * torch.sin(theta)], dim=1)[:, :m]
         self.counters += 1
         return z.to(dtype).reshape(-1, *shape)

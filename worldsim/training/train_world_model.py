@@ -209,7 +209,6 @@ def load_world_model(path: str | Path, device: str | torch.device = "cpu", use_e
                               "Train it with `worldsim train-world-model` (which trains the heads).")
     cfg = dataclass_from_dict(WorldModelConfig, ckpt["config"]["model"])
     model = WorldModel(cfg)
-    weights = {"reward_weights": torch.ones(3), **weights}  # checkpoints before the reward class weights
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
