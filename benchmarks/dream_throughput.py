@@ -69,8 +69,9 @@ def fresh_checkpoint(name: str, folder: Path) -> Path:
 def flops_per_frame(env: DreamVectorEnv, obs: str) -> float:
     """FLOPs of one dream step of one sub-env (the model's generation step, plus decoding for pixels)."""
     core = env.core
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        out = core.model.step(core.cache, torch.zeros(core.n, dtype=torch.long), noise=torch.zeros(core.n, *core.latent_shape))
+    with FlopCounterMode(display=False) as counter, torch.inference_mode(), autocast(core.device, core.precision):
+        a = torch.zeros(core.n, dtype=torch.long, device=core.device)
+        out = core.model.step(core.cache, a, noise=torch.zeros(core.n, *core.latent_shape, device=core.device))
         if obs == "pixels":
             core.model.decode(out.latents)
     return counter.get_total_flops() / core.n
@@ -88,21 +89,23 @@ def time_env(env: DreamVectorEnv, seconds: float) -> float:
 
 
 @torch.inference_mode()
-def time_no_cache(model: WorldModel, batch: int, obs: str, precision: str, seconds: float) -> float:
+def time_no_cache(model: WorldModel, batch: int, obs: str, precision: str, seconds: float, device: torch.device) -> float:
     """Model-level reference without the cache: re-encode the whole window for every new frame."""
     C = model.cfg.dit.context_frames
     c, (h, w) = model.cfg.dit.latent_channels, model._latent_hw
-    g = torch.Generator().manual_seed(0)
-    window = torch.randn(batch, C, c, h, w, generator=g)
-    acts = torch.zeros(batch, C, dtype=torch.long)
-    a = torch.randint(0, NUM_ACTIONS, (batch,), generator=g)
+    g = torch.Generator(device).manual_seed(0)
+    window = torch.randn(batch, C, c, h, w, generator=g, device=device)
+    acts = torch.zeros(batch, C, dtype=torch.long, device=device)
+    a = torch.randint(0, NUM_ACTIONS, (batch,), generator=g, device=device)
 
     def one_step():
         nonlocal window
-        with autocast(torch.device("cpu"), precision):
+        with autocast(device, precision):
             out = model.step(model.start(window, acts), a, g)
             if obs == "pixels":
-                model.decode(out.latents).numpy()
+                model.decode(out.latents).cpu().numpy()
+            else:
+                out.latents.cpu()  # the env hands latents out as numpy too (and this syncs CUDA)
         window = torch.cat([window[:, 1:], out.latents[:, None].float()], 1)
 
     one_step()
@@ -134,11 +137,13 @@ def main() -> None:
     ap.add_argument("--batches", default="1,16,64,256")
     ap.add_argument("--precisions", default="fp32,bf16", help="bf16 is skipped on CPUs without hardware bf16")
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--devices", default="cpu,cuda", help="cuda is skipped when no GPU is present")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.manual_seed(0)
-    precisions = [p for p in args.precisions.split(",") if p != "bf16" or cpu_has_fast_bf16()]
-    result = {"threads": torch.get_num_threads(), "device": "cpu", "cpu_hardware_bf16": cpu_has_fast_bf16(),
+    devices = [d for d in args.devices.split(",") if d != "cuda" or torch.cuda.is_available()]
+    cpu_precisions = [p for p in args.precisions.split(",") if p != "bf16" or cpu_has_fast_bf16()]
+    result = {"threads": torch.get_num_threads(), "devices": devices, "cpu_hardware_bf16": cpu_has_fast_bf16(),
               "matmul_gflops": {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)},
               "ale_boxing_steps_per_s_1_core": ale_steps_per_s(), "presets": {}}
     print(f"matmul peak fp32 {result['matmul_gflops']['fp32']:.0f}, bf16 {result['matmul_gflops']['bf16']:.0f} "
@@ -149,25 +154,28 @@ def main() -> None:
             ckpt = fresh_checkpoint(name, Path(tmp))
             entry = {"config": {k: v for k, v in yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())["dit"].items()},
                      "sampling_steps": preset(name).edm.sampling_steps, "runs": []}
-            for b in [int(x) for x in args.batches.split(",")]:
-                for precision in precisions:
-                    for obs in ("latent", "pixels"):
-                        env = DreamVectorEnv(ckpt, num_envs=b, obs_type=obs, precision=precision, end_threshold=1.0)
-                        C = env.core.C
-                        env.reset(seed=0, options={"context_frames": np.stack([context] * C)})
-                        flops = flops_per_frame(env, obs)
-                        sps = time_env(env, args.seconds)
-                        run = {"batch": b, "precision": precision, "obs": obs, "cache": True, "steps_per_s": sps,
-                               "gflop_per_step": flops / 1e9, "achieved_gflops": sps * flops / 1e9}
-                        entry["runs"].append(run)
-                        print(f"{name:6s} batch {b:4d} {precision} {obs:6s} cache: {sps:9.1f} steps/s "
-                              f"({flops / 1e9:.3f} GFLOP/step, {sps * flops / 1e9:.0f} GFLOP/s)", flush=True)
-                        if b <= 64:
-                            ref = time_no_cache(env.core.model, b, obs, precision, args.seconds)
-                            entry["runs"].append({"batch": b, "precision": precision, "obs": obs, "cache": False,
-                                                  "steps_per_s": ref})
-                            print(f"{name:6s} batch {b:4d} {precision} {obs:6s} no cache: {ref:9.1f} steps/s", flush=True)
-                        env.close()
+            for device in devices:
+                for b in [int(x) for x in args.batches.split(",")]:
+                    for precision in (cpu_precisions if device == "cpu" else args.precisions.split(",")):
+                        for obs in ("latent", "pixels"):
+                            env = DreamVectorEnv(ckpt, num_envs=b, obs_type=obs, precision=precision,
+                                                 end_threshold=1.0, device=device)
+                            env.reset(seed=0, options={"context_frames": np.stack([context] * env.core.C)})
+                            flops = flops_per_frame(env, obs)
+                            sps = time_env(env, args.seconds)
+                            run = {"device": device, "batch": b, "precision": precision, "obs": obs, "cache": True,
+                                   "steps_per_s": sps, "gflop_per_step": flops / 1e9,
+                                   "achieved_gflops": sps * flops / 1e9}
+                            entry["runs"].append(run)
+                            print(f"{name:6s} {device} batch {b:4d} {precision} {obs:6s} cache: {sps:9.1f} steps/s "
+                                  f"({flops / 1e9:.3f} GFLOP/step, {sps * flops / 1e9:.0f} GFLOP/s)", flush=True)
+                            if b <= 64:
+                                ref = time_no_cache(env.core.model, b, obs, precision, args.seconds, env.core.device)
+                                entry["runs"].append({"device": device, "batch": b, "precision": precision, "obs": obs,
+                                                      "cache": False, "steps_per_s": ref})
+                                print(f"{name:6s} {device} batch {b:4d} {precision} {obs:6s} no cache: {ref:9.1f} steps/s",
+                                      flush=True)
+                            env.close()
             result["presets"][name] = entry
             atomic_write_json(Path(args.out), result)
     print(f"wrote {args.out}")

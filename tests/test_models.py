@@ -435,10 +435,11 @@ def test_attention_pooled_heads_start_as_mean_pooling_and_can_focus():
     from worldsim.models.world_model import Heads
 
     torch.manual_seed(0)
-    mean, att = Heads(32, "mean"), Heads(32, "attention")
+    mean, att = Heads(32, 4, "mean"), Heads(32, 4, "attention")
     att.load_state_dict({**mean.state_dict(), "query": att.query, "key.weight": att.key.weight, "key.bias": att.key.bias})
     tokens = torch.randn(3, 5, 16, 32)  # (b, t, n, d)
-    for a, b in zip(att(tokens), mean(tokens)):
+    prev, new = torch.randn(2, 3, 5, 4, 6, 10)  # latent frames (b, t, c, h, w), any grid size
+    for a, b in zip(att(tokens, prev, new), mean(tokens, prev, new)):
         torch.testing.assert_close(a, b)  # a zero query weighs every token equally
     with torch.no_grad():  # a query aligned with one token's key takes (almost) only that token
         att.key.weight.copy_(torch.eye(32))
@@ -446,9 +447,25 @@ def test_attention_pooled_heads_start_as_mean_pooling_and_can_focus():
         att.query.copy_(att.norm(tokens)[0, 0, 7] * 50)
     one_token = tokens.clone()
     one_token[0, 0] = tokens[0, 0, 7]
-    torch.testing.assert_close(att(tokens)[0][0, 0], mean(one_token)[0][0, 0], atol=1e-3, rtol=0)
+    torch.testing.assert_close(att(tokens, prev, new)[0][0, 0], mean(one_token, prev, new)[0][0, 0], atol=1e-3, rtol=0)
     with pytest.raises(ValueError, match="heads_pool"):
-        Heads(32, "max")
+        Heads(32, 4, "max")
+
+
+def test_heads_conv_view_sees_a_change_between_the_latent_frames():
+    """The conv view reads the (prev, new) latent pair: the logits depend on what changed, per row."""
+    from worldsim.models.world_model import Heads
+
+    torch.manual_seed(0)
+    heads, token_only = Heads(32, 4, "mean", conv_width=16), Heads(32, 4, "mean", conv_width=0)
+    tokens, prev = torch.randn(2, 16, 32), torch.randn(2, 4, 8, 8)
+    new = prev.clone()
+    new[1, :, 2, 3] += 3.0  # row 1: one latent pixel changes
+    same = heads(tokens, prev, prev)[0]
+    changed = heads(tokens, prev, new)[0]
+    torch.testing.assert_close(changed[0], same[0])
+    assert (changed[1] - same[1]).abs().max() > 1e-4
+    torch.testing.assert_close(token_only(tokens, prev, new)[0], token_only(tokens, prev, prev)[0])
 
 
 def test_reward_weights_favour_rare_classes_and_average_one():

@@ -32,6 +32,7 @@ class WorldModelConfig:
     end_weight: float = 0.5
     end_pos_weight: float = 10.0  # episode ends are rare: weight the positive class
     heads_pool: str = "mean"  # how the heads pool a frame's tokens: "mean" or "attention" (see Heads)
+    heads_conv_width: int = 64  # width of the heads' conv view of the latent frame pair (0: none)
     # Diffuse the change from the previous frame, z_t - z_{t-1} scaled to unit variance, instead of
     # z_t itself: game frames change little from step to step, so the denoiser spends its capacity
     # on what moves rather than on copying the background.
@@ -39,14 +40,21 @@ class WorldModelConfig:
 
 
 class Heads(nn.Module):
-    """Reward sign (3 classes) and episode end (1 logit) from a frame's clean-stream token features.
+    """Reward sign (3 classes) and episode end (1 logit) of a transition from latent frame
+    ``prev`` to latent frame ``new``, from two views of it:
 
-    ``pool="mean"`` averages the tokens; ``pool="attention"`` lets a learned query weigh them (one
-    attention head, as a CLS token would): a score counter or a timer is a few tokens of a frame,
-    and a mean over all of them dilutes what the heads need to see.
+    * a small conv net over the pair of latent frames (channels stacked), which sees *what
+      changed* directly: a score digit flipping is a few latent pixels of one frame, and a linear
+      read-out of the DiT's features misses it (measured on Boxing: balanced reward accuracy 0.33,
+      i.e. chance, after 4,000 steps with token features alone; 0.97 with the conv view);
+    * the DiT's clean-stream token features of the new frame, which carry the history and the
+      action. ``pool="mean"`` averages the tokens; ``pool="attention"`` lets a learned query weigh
+      them (one attention head, as a CLS token would).
+
+    ``conv_width=0`` drops the conv view.
     """
 
-    def __init__(self, width: int, pool: str = "mean") -> None:
+    def __init__(self, width: int, latent_channels: int, pool: str = "mean", conv_width: int = 64) -> None:
         super().__init__()
         if pool not in ("mean", "attention"):
             raise ValueError(f"heads_pool must be 'mean' or 'attention', got {pool!r}.")
@@ -55,15 +63,29 @@ class Heads(nn.Module):
         if pool == "attention":
             self.query = nn.Parameter(torch.zeros(width))  # zero: starts as the mean of the tokens
             self.key = nn.Linear(width, width)
-        self.net = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 4))
+        self.conv = None
+        if conv_width:
+            cw = conv_width
+            self.conv = nn.Sequential(
+                nn.Conv2d(2 * latent_channels, cw, 3, padding=1), nn.SiLU(),
+                nn.Conv2d(cw, cw, 3, stride=2, padding=1), nn.SiLU(),
+                nn.Conv2d(cw, cw, 3, stride=2, padding=1), nn.SiLU(),
+                nn.AdaptiveAvgPool2d(1), nn.Flatten())  # any latent grid size
+        self.net = nn.Sequential(nn.Linear(width + conv_width, width), nn.SiLU(), nn.Linear(width, 4))
 
-    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.norm(tokens)  # (..., n, d)
+    def forward(self, tokens: torch.Tensor, prev: torch.Tensor, new: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (..., n, d), prev and new latents (..., c, h, w) -> logits (..., 3), (...)."""
+        x = self.norm(tokens)
         if self.pool == "attention":
             w = (self.key(x) @ self.query / x.shape[-1] ** 0.5).softmax(dim=-1)  # (..., n)
             pooled = (w[..., None] * x).sum(dim=-2)
         else:
             pooled = x.mean(dim=-2)
+        if self.conv is not None:
+            lead = new.shape[:-3]
+            pair = torch.cat([prev, new], dim=-3).reshape(-1, 2 * new.shape[-3], *new.shape[-2:])
+            pooled = torch.cat([pooled, self.conv(pair.to(pooled.dtype)).reshape(*lead, -1)], dim=-1)
         out = self.net(pooled)
         return out[..., :3], out[..., 3]
 
@@ -97,7 +119,7 @@ class WorldModel(nn.Module):
         self.cfg = cfg
         self.tokenizer = Tokenizer(cfg.tokenizer)
         self.dit = DiT(cfg.dit)
-        self.heads = Heads(cfg.dit.width, cfg.heads_pool)
+        self.heads = Heads(cfg.dit.width, cfg.dit.latent_channels, cfg.heads_pool, cfg.heads_conv_width)
         self.register_buffer("delta_std", torch.ones(()))  # std of z_t - z_{t-1}, set from the data
         self.register_buffer("reward_weights", torch.ones(3))  # class weights of the reward loss, from the data
 
@@ -156,7 +178,7 @@ class WorldModel(nn.Module):
         noisy = x0 + sigma[..., None, None, None] * randn(x0.shape)
         raw, features = self.dit(clean_in, pre_c.c_noise, noisy * pre_b.c_in, pre.c_noise, self.prev_actions(actions))
         diff_loss = F.mse_loss(raw, diffusion.denoising_target(x0, noisy, pre_b))
-        reward_logits, end_logits = self.heads(features[:, 1:])
+        reward_logits, end_logits = self.heads(features[:, 1:], latents[:, :-1], latents[:, 1:])
         reward_loss = F.cross_entropy(reward_logits.reshape(-1, 3), reward_to_class(rewards).reshape(-1),
                                       weight=self.reward_weights)
         pos_weight = torch.tensor(cfg.end_pos_weight, device=dev)
@@ -193,7 +215,7 @@ class WorldModel(nn.Module):
         """Append frames (b, c, h, w) reached by ``actions`` (b,) to the cache; returns the heads'
         reward-class probabilities (b, 3) and episode-end probability (b,) for that transition."""
         x, c_noise = self._context_input(latents)
-        reward_logits, end_logits = self.heads(self.dit.commit(x, c_noise, actions, cache))
+        reward_logits, end_logits = self.heads(self.dit.commit(x, c_noise, actions, cache), cache.last_latents, latents)
         cache.last_latents = latents
         return reward_logits.softmax(-1), end_logits.sigmoid()
 
