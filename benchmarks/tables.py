@@ -35,7 +35,7 @@ def world_model_table(d: dict) -> str:
     if hd:
         rec = {k: (f"{v:.2f}" if v is not None else "n/a") for k, v in hd["reward_recall_per_class"].items()}
         out.append(f"Heads (teacher-forced, {hd['transitions']} held-out transitions): reward accuracy "
-                   f"{hd['reward_accuracy']:.3f}, balanced accuracy {hd['reward_balanced_accuracy']:.3f} "
+                   f"{hd['reward_accuracy']:.3f}, balanced accuracy {hd.get('reward_balanced_accuracy', float('nan')):.3f} "
                    f"(recall −1 / 0 / +1: {rec['-1.0']} / {rec['0.0']} / {rec['1.0']}; counts "
                    f"{hd['reward_class_counts']}); episode end precision {hd['end_precision']:.2f}, recall "
                    f"{hd['end_recall']:.2f}, F1 {hd['end_f1']:.2f} ({hd['episode_ends']} ends). "

@@ -15,14 +15,15 @@ import pytest
 
 from worldsim.cli import main
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # ~8 min alone on 2 cores
 
 
 def test_small_world_model_beats_repeat_last_and_follows_actions(tmp_path):
     data, held, run = tmp_path / "boxing", tmp_path / "boxing_heldout", tmp_path / "run"
-    common = ["env=boxing", "progress=false", "device=cpu"]
-    assert main(["collect", *common, "steps=12000", "seed=0", f"data_dir={data}"]) == 0
-    assert main(["collect", *common, "steps=3000", "seed=1", f"data_dir={held}"]) == 0
+    play = ["env=boxing", "progress=false"]
+    common = [*play, "device=cpu"]
+    assert main(["collect", *play, "steps=12000", "seed=0", f"data_dir={data}"]) == 0
+    assert main(["collect", *play, "steps=3000", "seed=1", f"data_dir={held}"]) == 0
     train = [*common, "model=small", f"run_dir={run}", f"data_dir={data}"]
     assert main(["train-tokenizer", *train, "model.tokenizer_train.steps=1500"]) == 0
     assert main(["train-world-model", *train, "model.world_model_train.steps=900"]) == 0
