@@ -80,6 +80,7 @@ def setup_distributed(device: torch.device) -> Distributed:
 
 def cleanup_distributed(d: Distributed) -> None:
     if d.enabled and dist.is_initialized():
+        dist.barrier()  # every rank done (rank 0 may still be saving): tearing gloo down early aborts the others
         dist.destroy_process_group()
 
 
