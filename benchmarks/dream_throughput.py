@@ -27,8 +27,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from worldsim.data.store import atomic_write_json
 from worldsim.models.world_model import WorldModel, WorldModelConfig
 from worldsim.sim.dream_env import DreamVectorEnv
-from worldsim.training.checkpoint import dataclass_from_dict, save_checkpoint
+from worldsim.training.checkpoint import save_checkpoint
 from worldsim.training.runtime import autocast, cpu_has_fast_bf16
+from worldsim.training.train_world_model import world_model_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
 NUM_ACTIONS = 18
@@ -36,9 +37,10 @@ FRAME = 64
 
 
 def preset(name: str) -> WorldModelConfig:
+    """The preset's world-model config, composed exactly as ``worldsim train-world-model`` does."""
     cfg = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
-    dit = {**cfg["dit"], "num_actions": NUM_ACTIONS, "latent_channels": cfg["tokenizer"]["latent_channels"]}
-    return dataclass_from_dict(WorldModelConfig, {"tokenizer": cfg["tokenizer"], "dit": dit, "edm": cfg.get("edm", {})})
+    model = {k: v for k, v in cfg.items() if k not in ("name", "tokenizer_train", "world_model_train")}
+    return world_model_config(model, cfg["tokenizer"], NUM_ACTIONS)
 
 
 def matmul_peak(dtype: torch.dtype, seconds: float = 2.0) -> float:
