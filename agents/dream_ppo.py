@@ -14,14 +14,17 @@ from pathlib import Path
 from typing import Any
 
 
+from stable_baselines3.common.vec_env import VecMonitor
+
 from worldsim.agents.real_eval import random_actor, sb3_actor, score_on_real_env
 from worldsim.sim.dream_env import DreamVectorEnv
 from worldsim.sim.sb3 import DreamSB3VecEnv
-from stable_baselines3.common.vec_env import VecMonitor
 
 
 @dataclass
 class DreamAgentConfig:
+    """PPO in the dream; the same values are the Hydra group ``configs/agent/ppo.yaml`` (a test keeps them equal)."""
+
     steps: int = 20_000  # dream steps of PPO
     num_envs: int = 16
     horizon: int = 100  # dream episode length before truncation
@@ -37,12 +40,13 @@ class DreamAgentConfig:
 
 
 def train_agent_in_dream(checkpoint: str | Path, out: str | Path, cfg: DreamAgentConfig,
-                         data_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+                         data_dir: str | Path | None = None, progress: bool = True,
+                         precision: str = "auto") -> dict[str, Any]:
     from stable_baselines3 import PPO
 
     out = Path(out)
     dream = DreamVectorEnv(checkpoint, num_envs=cfg.num_envs, data_dir=data_dir, horizon=cfg.horizon,
-                           device=cfg.device)
+                           device=cfg.device, precision=precision)
     venv = VecMonitor(DreamSB3VecEnv(dream))  # episode returns in the dream, for the report
     venv.seed(cfg.seed)
     t0 = time.perf_counter()
@@ -72,7 +76,7 @@ def train_agent_in_dream(checkpoint: str | Path, out: str | Path, cfg: DreamAgen
     result = {
         "agent": str(out), "dream_steps": int(agent.num_timesteps), "dream_seconds": dream_seconds,
         "dream_steps_per_s": (int(agent.num_timesteps) - done_steps) / max(dream_seconds, 1e-9),
-        "dream_mean_episode_return": dream_return,
+        "dream_mean_episode_return": dream_return, "precision": dream.core.precision,
         "real": real.as_dict(), "random_policy_real": rand.as_dict(),
     }
     print(f"agent: real return {real.mean_return:.1f} ± {real.std_return:.1f} over {real.episodes} episodes "

@@ -17,7 +17,8 @@ import torch
 
 from worldsim.data.collect import collect
 from worldsim.data.dataset import WindowDataset
-from worldsim.data.store import EpisodeStore, atomic_write_json
+from worldsim.data.store import EpisodeStore
+from worldsim.io import atomic_write_json
 
 
 def main() -> None:

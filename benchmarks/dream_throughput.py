@@ -24,12 +24,12 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
-from worldsim.data.store import atomic_write_json
+from worldsim.io import atomic_write_json
 from worldsim.models.world_model import WorldModel, WorldModelConfig
 from worldsim.sim.dream_env import DreamVectorEnv
-from worldsim.training.checkpoint import save_checkpoint
-from worldsim.training.runtime import autocast, cpu_has_fast_bf16
-from worldsim.training.train_world_model import world_model_config
+from worldsim.models.checkpoint import save_checkpoint
+from worldsim.runtime import autocast, cpu_has_fast_bf16
+from worldsim.models.loading import world_model_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
 NUM_ACTIONS = 18
@@ -94,7 +94,7 @@ def time_env(env: DreamVectorEnv, seconds: float) -> float:
 def time_no_cache(model: WorldModel, batch: int, obs: str, precision: str, seconds: float, device: torch.device) -> float:
     """Model-level reference without the cache: re-encode the whole window for every new frame."""
     C = model.cfg.dit.context_frames
-    c, (h, w) = model.cfg.dit.latent_channels, model._latent_hw
+    c, (h, w) = model.cfg.dit.latent_channels, model.latent_hw
     g = torch.Generator(device).manual_seed(0)
     window = torch.randn(batch, C, c, h, w, generator=g, device=device)
     acts = torch.zeros(batch, C, dtype=torch.long, device=device)
@@ -103,7 +103,7 @@ def time_no_cache(model: WorldModel, batch: int, obs: str, precision: str, secon
     def one_step():
         nonlocal window
         with autocast(device, precision):
-            out = model.step(model.start(window, acts), a, g)
+            out = model.step(model.start_rollout(window, acts), a, g)
             if obs == "pixels":
                 model.decode(out.latents).cpu().numpy()
             else:

@@ -11,35 +11,20 @@ import json
 import sys
 from pathlib import Path
 
+from worldsim.evaluation.tables import heads_summary, rollout_table
+
 
 def world_model_table(d: dict) -> str:
-    r = d["evaluation"]["rollouts"]
-    hs = sorted(r["model"], key=int)
-    rows = [
-        ("model, pooled PSNR", "model", "psnr", 2), ("(median per-window PSNR)", "model", "psnr_median", 2),
-        ("repeat-last, pooled PSNR", "repeat_last", "psnr", 2), ("model, motion PSNR", "model", "motion_psnr", 2),
-        ("repeat-last, motion PSNR", "repeat_last", "motion_psnr", 2), ("model, SSIM", "model", "ssim", 3),
-        ("repeat-last, SSIM", "repeat_last", "ssim", 3), ("tokenizer floor, PSNR", "tokenizer_floor", "psnr", 2),
-        ("tokenizer floor, motion PSNR", "tokenizer_floor", "motion_psnr", 2),
-    ]
-    out = ["| horizon | " + " | ".join(hs) + " |", "|---" * (len(hs) + 1) + "|"]
-    for label, who, key, nd in rows:
-        out.append(f"| {label} | " + " | ".join(f"{r[who][h][key]:.{nd}f}" for h in hs) + " |")
-    out.append("| controllability (dB) | " + " | ".join(f"{r['controllability_db'][h]:+.2f}" for h in hs) + " |")
-    hd = d["evaluation"].get("heads", {})
-    tok, wm = d["tokenizer"], d["world_model"]
-    out.append("")
+    """A world-model benchmark result (benchmarks/world_model_atari.py): the rollout table, the
+    training time and the heads, rendered by the same code as the CLI and the run report."""
+    ev, tok, wm = d["evaluation"], d["tokenizer"], d["world_model"]
+    out = [rollout_table(ev), ""]
     out.append(f"CPU training: tokenizer {tok.get('train_seconds', 0) / 60:.1f} min + world model "
                f"{wm.get('train_seconds', 0) / 60:.1f} min ({wm.get('steps')} steps) = {d['cpu_training_minutes']:.1f} min; "
                f"tokenizer held-out PSNR {tok.get('psnr', 0):.2f} dB, motion PSNR {tok.get('motion_psnr', 0):.2f} dB.")
-    if hd:
-        rec = {k: (f"{v:.2f}" if v is not None else "n/a") for k, v in hd["reward_recall_per_class"].items()}
-        out.append(f"Heads (teacher-forced, {hd['transitions']} held-out transitions): reward accuracy "
-                   f"{hd['reward_accuracy']:.3f}, balanced accuracy {hd.get('reward_balanced_accuracy', float('nan')):.3f} "
-                   f"(recall −1 / 0 / +1: {rec['-1.0']} / {rec['0.0']} / {rec['1.0']}; counts "
-                   f"{hd['reward_class_counts']}); episode end precision {hd['end_precision']:.2f}, recall "
-                   f"{hd['end_recall']:.2f}, F1 {hd['end_f1']:.2f} ({hd['episode_ends']} ends). "
-                   f"Reward accuracy inside the rollouts: {r['rollout_reward_accuracy']:.3f}.")
+    heads = heads_summary(ev)
+    if heads:
+        out.append(heads)
     return "\n".join(out)
 
 
@@ -65,8 +50,8 @@ def dream_table(d: dict) -> str:
     return "\n".join(out)
 
 
-def main() -> None:
-    for path in sys.argv[1:]:
+def main(paths: list[str]) -> None:
+    for path in paths:
         d = json.loads(Path(path).read_text())
         print(f"<!-- {path} -->")
         print(dream_table(d) if "presets" in d and "matmul_gflops" in d else world_model_table(d))
@@ -74,4 +59,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

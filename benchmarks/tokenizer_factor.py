@@ -18,9 +18,11 @@ from pathlib import Path
 
 import torch
 
-from worldsim.data.store import EpisodeStore, atomic_write_json
+from worldsim.data.store import EpisodeStore
+from worldsim.io import atomic_write_json
 from worldsim.models.tokenizer import TokenizerConfig
-from worldsim.training.train_tokenizer import TokenizerTrainConfig, load_tokenizer, train_tokenizer
+from worldsim.models.loading import load_tokenizer
+from worldsim.training.train_tokenizer import TokenizerTrainConfig, train_tokenizer
 
 CANDIDATES = {
     "f4_c4": TokenizerConfig(patch_size=4, channels=[64], latent_channels=4),

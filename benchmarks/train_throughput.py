@@ -15,14 +15,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from worldsim.data.store import atomic_write_json
+from worldsim.io import atomic_write_json
 
 CHILD = r"""
 import contextlib, json, resource, sys, time, torch, yaml
 from worldsim.models.world_model import WorldModel
 from worldsim.models.tokenizer import Tokenizer, TokenizerConfig, tokenizer_loss
-from worldsim.training.checkpoint import dataclass_from_dict
-from worldsim.training.train_world_model import world_model_config
+from worldsim.config import dataclass_from_dict
+from worldsim.models.loading import world_model_config
 cfg = yaml.safe_load(open(sys.argv[1]))
 tr = cfg["world_model_train"]
 wcfg = world_model_config({k: v for k, v in cfg.items() if k not in ("name", "tokenizer_train", "world_model_train")},
@@ -30,7 +30,7 @@ wcfg = world_model_config({k: v for k, v in cfg.items() if k not in ("name", "to
 m = WorldModel(wcfg); m.tokenizer.requires_grad_(False); m.set_frame_size(64, 64)
 opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad])
 b, t = tr["batch_size"], tr["window"]
-h, w = m._latent_hw
+h, w = m.latent_hw
 g = torch.Generator().manual_seed(0)
 z = torch.randn(b, t, wcfg.dit.latent_channels, h, w, generator=g)
 a = torch.randint(0, 18, (b, t - 1), generator=g)

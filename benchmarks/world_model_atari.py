@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from worldsim.cli import main as cli
-from worldsim.data.store import atomic_write_json
+from worldsim.io import atomic_write_json
 
 
 def run(args: list[str]) -> float:
@@ -66,7 +66,7 @@ def main() -> None:
     }
     seconds = {name: run(cmd) for name, cmd in commands.items()}
     ev = json.loads(Path(run_dir, "eval", "world_model_eval.json").read_text())
-    from worldsim.training.checkpoint import load_checkpoint
+    from worldsim.models.checkpoint import load_checkpoint
 
     tok = load_checkpoint(Path(run_dir, "tokenizer.pt"))
     wm = load_checkpoint(Path(run_dir, "world_model.pt"))

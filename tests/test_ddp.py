@@ -11,7 +11,7 @@ import sys
 import torch
 
 from worldsim.cli import main
-from worldsim.training.checkpoint import load_checkpoint
+from worldsim.models.checkpoint import load_checkpoint
 
 
 def free_port() -> int:

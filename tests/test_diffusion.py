@@ -57,7 +57,7 @@ def test_denoise_inverts_denoising_target():
 
 
 def test_training_sigmas_log_normal_and_seeded():
-    cfg = EDMConfig(p_mean=-0.4, p_std=1.2)
+    cfg = EDMConfig(p_mean=-0.4, p_std=1.2, p_sigma_max=0.0)
     s1 = diffusion.training_sigmas((100_000,), cfg, torch.Generator().manual_seed(3))
     s2 = diffusion.training_sigmas((100_000,), cfg, torch.Generator().manual_seed(3))
     assert torch.equal(s1, s2) and (s1 > 0).all()
@@ -78,15 +78,37 @@ def test_training_sigmas_share_at_sigma_max():
 def test_karras_sigmas(steps):
     s = diffusion.karras_sigmas(steps, 0.002, 80.0, 7.0)
     assert s.shape == (steps + 1,)
-    assert s[0].item() == pytest.approx(80.0, rel=1e-5)
-    assert s[-2].item() == pytest.approx(0.002, rel=1e-4)
+    assert s[0].item() == 80.0
     assert s[-1].item() == 0.0
     assert (s[1:] < s[:-1]).all(), "the ladder must decrease strictly"
+    # EDM eq. 5 over steps + 1 levels, its σ_min end dropped: no evaluation is wasted at σ_min
+    ramp = torch.linspace(0, 1, steps + 1, dtype=torch.float64)[:-1]
+    eq5 = (80.0 ** (1 / 7) + ramp * (0.002 ** (1 / 7) - 80.0 ** (1 / 7))) ** 7
+    torch.testing.assert_close(s[:-1].double(), eq5, rtol=1e-5, atol=0)
+    assert s[-2].item() > 0.002
 
 
 def test_karras_sigmas_rho_one_is_linear():
     s = diffusion.karras_sigmas(5, 1.0, 5.0, 1.0)
-    torch.testing.assert_close(s, torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, 0.0]))
+    torch.testing.assert_close(s, torch.tensor([5.0, 4.2, 3.4, 2.6, 1.8, 0.0]))
+
+
+def test_every_sampling_step_moves_the_sample():
+    """n steps are n denoiser evaluations that each change x (the old ladder ended with a call at
+    σ_min = 0.002 that returned its input: "2 steps" was 1 step plus a no-op)."""
+    for steps in (2, 3, 4):
+        xs = []
+
+        def d(x, sigma):
+            xs.append(x.clone())
+            return torch.ones_like(x)  # an oracle that knows the answer is 1
+
+        noise = torch.randn(64, generator=torch.Generator().manual_seed(steps))
+        out = diffusion.sample(d, noise, diffusion.karras_sigmas(steps, 0.002, 80.0, 7.0))
+        xs.append(out)
+        assert len(xs) == steps + 1
+        moves = [(b - a).abs().mean().item() for a, b in zip(xs, xs[1:])]
+        assert min(moves) > 1e-2, moves
 
 
 def test_karras_sigmas_one_step():

@@ -24,7 +24,7 @@ from worldsim.envs import make_env
 from worldsim.sim.contexts import RecordedContexts
 from worldsim.sim.dream_env import DreamEnv, DreamVectorEnv
 from worldsim.sim.sb3 import DreamSB3VecEnv
-from worldsim.training.checkpoint import CheckpointError
+from worldsim.models.checkpoint import CheckpointError
 
 N = 4
 PIX_TOL = 2  # uint8 levels: batched matmuls differ slightly from batch-of-one ones
@@ -508,3 +508,32 @@ def test_cli_dream_writes_video(paths, tmp_path):
 
     frames = imageio.mimread(out)
     assert len(frames) == 4
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("obs_type", ["pixels", "latent"])
+def test_partial_autoreset_under_both_precisions(paths, precision, obs_type):
+    """Some sub-envs end while the others go on (the main job's crash: under bf16 autocast a partial
+    reset wrote fp32 keys into the bf16 cache). The ended rows restart from a fresh context, the
+    others continue exactly as in a dream where nothing ended."""
+    horizon = 4
+    envs = vec(paths, horizon=horizon, precision=precision, obs_type=obs_type)
+    twin = vec(paths, horizon=horizon, precision=precision, obs_type=obs_type)
+    envs.reset(seed=3)
+    twin.reset(seed=3)
+    envs.core.steps[[0, 2]] = horizon - 1  # rows 0 and 2 reach the horizon on the next step
+    obs, _, term, trunc, info = envs.step(actions_for(0))
+    ref, *_ = twin.step(actions_for(0))
+    assert trunc.tolist() == [True, False, True, False] and not term.any()
+    assert info["_final_obs"].tolist() == [True, False, True, False]
+    for i in (0, 2):
+        assert close_obs(info["final_obs"][i], ref[i])  # the last frame before the reset
+    for i in (1, 3):
+        assert close_obs(obs[i], ref[i])
+    assert envs.core.steps.tolist() == [0, 1, 0, 1]
+    for t in range(1, 3):  # the dream goes on: rows 1, 3 as the twin, all rows finite and valid
+        obs, _, term, trunc, _ = envs.step(actions_for(t))
+        ref, *_ = twin.step(actions_for(t))
+        assert obs in envs.observation_space
+        for i in (1, 3):
+            assert close_obs(obs[i], ref[i]) if precision == "fp32" else np.isfinite(as_int(obs[i])).all()

@@ -1,19 +1,23 @@
-"""Smoke test of the main job, `worldsim run`, with tiny budgets: every stage runs and the report is written."""
+"""Smoke test of the main job, `worldsim run`, with tiny budgets, under both precisions: every stage
+runs (the agent stage's vector dream autoresets some sub-envs while others go on) and the report is written."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+
 from worldsim.cli import main
 
 
-def test_run_pipeline_end_to_end(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_run_pipeline_end_to_end(tmp_path, precision):
     code = main([
         "run", "model=tiny", f"data_dir={tmp_path}/data", f"heldout_dir={tmp_path}/held", f"run_dir={tmp_path}/run",
         "collect.steps=400", "collect.heldout_steps=200", "collect.num_workers=1", "env.kwargs.max_episode_steps=100",
-        "model.tokenizer_train.steps=10", "model.world_model_train.steps=10", "agent.steps=64", "agent.num_envs=2",
-        "agent.n_steps=32", "agent.batch_size=32", "agent.eval_episodes=1", "agent.eval_max_steps=50",
-        "evaluate.num_windows=4", "evaluate.horizons=[1,2]", "device=cpu", "progress=false",
+        "model.tokenizer_train.steps=10", "model.world_model_train.steps=10", "agent.steps=64", "agent.num_envs=4",
+        "agent.n_steps=16", "agent.batch_size=32", "agent.horizon=7", "agent.eval_episodes=1", "agent.eval_max_steps=50",
+        "evaluate.num_windows=4", "evaluate.horizons=[1,2]", "device=cpu", "progress=false", f"precision={precision}",
     ])
     assert code == 0
     run = tmp_path / "run"
@@ -21,5 +25,8 @@ def test_run_pipeline_end_to_end(tmp_path):
         assert (run / name).exists(), name
     report = json.loads((run / "report.json").read_text())
     assert report["evaluation"]["rollouts"]["num_windows"] == 4
+    assert report["evaluation"]["precision"] == precision
+    assert report["agent"]["precision"] == precision
     assert report["agent"]["real"]["episodes"] == 1
-    assert "## Agent trained in the dream" in (run / "report.md").read_text()
+    text = (run / "report.md").read_text()
+    assert "## Agent trained in the dream" in text and "LPIPS" in text

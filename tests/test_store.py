@@ -11,7 +11,8 @@ import pytest
 
 from worldsim.cli import main as cli_main
 from worldsim.data.episode import Episode, EpisodeBuilder, EpisodeFormatError
-from worldsim.data.store import CorruptEpisodeError, EpisodeStore, StoreError, atomic_write_bytes
+from worldsim.data.store import CorruptEpisodeError, EpisodeStore, StoreError
+from worldsim.io import atomic_write_bytes
 
 SHAPE = (8, 8, 3)
 

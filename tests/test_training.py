@@ -18,9 +18,11 @@ from worldsim.cli import config_dir, main
 from worldsim.data.episode import Episode
 from worldsim.data.store import EpisodeStore, StoreError
 from worldsim.models.tokenizer import TokenizerConfig
-from worldsim.models.world_model import WorldModel
-from worldsim.training.checkpoint import (CheckpointError, check_env_matches, dataclass_from_dict,
-                                          describe_checkpoint, load_checkpoint, save_checkpoint)
+from worldsim.models.world_model import WorldModel, WorldModelConfig
+from worldsim.config import dataclass_from_dict
+from worldsim.models.checkpoint import (CheckpointError, check_env_matches, describe_checkpoint, load_checkpoint,
+                                        save_checkpoint)
+from worldsim.models.loading import load_tokenizer, load_world_model
 
 TINY = OmegaConf.to_container(OmegaConf.load(config_dir() / "model" / "tiny.yaml"))
 
@@ -47,6 +49,13 @@ def interrupt_after_checkpoint(monkeypatch, module, step: int) -> None:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(module, "save_checkpoint", save_then_interrupt)
+
+
+def pretend_earlier_process_took(path: Path, seconds: float) -> None:
+    """Rewrite an interrupted run's checkpoint as if its process had trained for ``seconds``."""
+    data = load_checkpoint(path)
+    payload = {k: v for k, v in data.items() if k not in ("format", "version", "worldsim_version")}
+    save_checkpoint(path, {**payload, "train_seconds": seconds})
 
 
 def synthetic_store(root: Path, frame_hw=(64, 64), game="pong", num_actions=6, episodes=3, steps=24) -> Path:
@@ -101,7 +110,7 @@ def test_checkpoints_hold_only_plain_data(tiny_world_model):
 
 
 def test_tokenizer_checkpoint_round_trip(tiny_world_model):
-    model, ckpt = tt.load_tokenizer(tiny_world_model["tokenizer"])
+    model, ckpt = load_tokenizer(tiny_world_model["tokenizer"])
     assert not model.training
     assert_same_tensors(model.state_dict(), ckpt["model"])
     assert ckpt["step"] == TINY["tokenizer_train"]["steps"]
@@ -113,17 +122,17 @@ def test_tokenizer_checkpoint_round_trip(tiny_world_model):
 
 
 def test_world_model_checkpoint_round_trip(tiny_world_model):
-    model, ckpt = twm.load_world_model(tiny_world_model["world_model"])
-    assert not model.training and model._latent_hw == (16, 16)
+    model, ckpt = load_world_model(tiny_world_model["world_model"])
+    assert not model.training and model.latent_hw == (16, 16)
     assert_same_tensors(model.state_dict(), ckpt["ema"])
-    raw, _ = twm.load_world_model(tiny_world_model["world_model"], use_ema=False)
+    raw, _ = load_world_model(tiny_world_model["world_model"], use_ema=False)
     assert_same_tensors(raw.state_dict(), ckpt["model"])
     assert any(not torch.equal(ckpt["ema"][k], ckpt["model"][k]) for k in ckpt["model"])
     # the frozen tokenizer inside the world model is exactly the trained tokenizer
-    tok, _ = tt.load_tokenizer(tiny_world_model["tokenizer"])
+    tok, _ = load_tokenizer(tiny_world_model["tokenizer"])
     assert_same_tensors(model.tokenizer.state_dict(), tok.state_dict())
     # a model rebuilt by hand from the record behaves identically
-    ref = WorldModel(dataclass_from_dict(twm.WorldModelConfig, ckpt["config"]["model"]))
+    ref = WorldModel(dataclass_from_dict(WorldModelConfig, ckpt["config"]["model"]))
     ref.load_state_dict(ckpt["ema"])
     ref.set_frame_size(64, 64)
     ref.eval()
@@ -131,7 +140,7 @@ def test_world_model_checkpoint_round_trip(tiny_world_model):
     prev = torch.tensor([[18, 3], [18, 5]])
     outs = []
     for m in (model, ref):
-        cache = m.start(m.encode(context), prev)
+        cache = m.start_rollout(m.encode(context), prev)
         outs.append(m.step(cache, torch.tensor([1, 2]), torch.Generator().manual_seed(0)))
     for a, b in zip(*outs):
         assert torch.equal(a, b)
@@ -163,6 +172,7 @@ def test_tokenizer_resume_is_exact(tiny_world_model, tmp_path, monkeypatch, caps
     interrupt_after_checkpoint(monkeypatch, tt, 10)
     assert cli("train-tokenizer", tiny_world_model, f"out={out}") == 130
     assert load_checkpoint(out)["step"] == 10
+    pretend_earlier_process_took(out, 1e6)
     monkeypatch.undo()
     assert cli("train-tokenizer", tiny_world_model, f"out={out}") == 0
     assert "resuming tokenizer training from step 10 of 20" in capsys.readouterr().out
@@ -170,6 +180,7 @@ def test_tokenizer_resume_is_exact(tiny_world_model, tmp_path, monkeypatch, caps
     assert b["step"] == 20
     assert_same_tensors(a["model"], b["model"])
     assert a["metrics"]["psnr"] == b["metrics"]["psnr"]
+    assert b["metrics"]["train_seconds"] > 1e6  # the earlier process's time counts too
     before = out.read_bytes()
     assert cli("train-tokenizer", tiny_world_model, f"out={out}") == 0
     assert "nothing to do" in capsys.readouterr().out
@@ -182,6 +193,8 @@ def test_world_model_resume_is_exact(tiny_world_model, tmp_path, monkeypatch, ca
     interrupt_after_checkpoint(monkeypatch, twm, 10)
     assert cli("train-world-model", tiny_world_model, tok, f"out={out}") == 130
     assert load_checkpoint(out)["step"] == 10
+    assert set(load_checkpoint(out)["rng"]) == ({"cpu", "cuda"} if torch.cuda.is_available() else {"cpu"})
+    pretend_earlier_process_took(out, 1e6)
     monkeypatch.undo()
     assert cli("train-world-model", tiny_world_model, tok, f"out={out}") == 0
     assert "resuming world-model training from step 10 of 20" in capsys.readouterr().out
@@ -191,6 +204,7 @@ def test_world_model_resume_is_exact(tiny_world_model, tmp_path, monkeypatch, ca
     assert_same_tensors(a["ema"], b["ema"])
     assert all(torch.equal(x, y) for x, y in zip(a["generators"], b["generators"]))
     assert a["metrics"]["final_diffusion_loss"] == b["metrics"]["final_diffusion_loss"]
+    assert b["metrics"]["train_seconds"] > 1e6  # the earlier process's time counts too
     before = out.read_bytes()
     assert cli("train-world-model", tiny_world_model, tok, f"out={out}") == 0
     assert "nothing to do" in capsys.readouterr().out
@@ -230,7 +244,7 @@ def test_unreadable_checkpoint_raises_checkpoint_error(tiny_world_model, tmp_pat
     with pytest.raises(CheckpointError, match=match):
         load_checkpoint(path)
     with pytest.raises(CheckpointError):
-        twm.load_world_model(path)
+        load_world_model(path)
 
 
 def test_missing_checkpoint_says_how_to_get_one(tmp_path):
@@ -240,9 +254,9 @@ def test_missing_checkpoint_says_how_to_get_one(tmp_path):
 
 def test_wrong_kind_of_checkpoint(tiny_world_model):
     with pytest.raises(CheckpointError, match="holds a tokenizer checkpoint, but a world_model checkpoint is needed"):
-        twm.load_world_model(tiny_world_model["tokenizer"])
+        load_world_model(tiny_world_model["tokenizer"])
     with pytest.raises(CheckpointError, match="holds a world_model checkpoint, but a tokenizer"):
-        tt.load_tokenizer(tiny_world_model["world_model"])
+        load_tokenizer(tiny_world_model["world_model"])
 
 
 def test_wrong_kind_of_checkpoint_through_cli(tiny_world_model, tmp_path, capsys):
@@ -283,7 +297,7 @@ def test_world_model_without_heads_is_refused(tiny_world_model, tmp_path):
         data[key] = {k: v for k, v in data[key].items() if not k.startswith("heads.")}
     torch.save(data, tmp_path / "no_heads.pt")
     with pytest.raises(CheckpointError, match="heads"):
-        twm.load_world_model(tmp_path / "no_heads.pt")
+        load_world_model(tmp_path / "no_heads.pt")
 
 
 def test_world_model_weights_that_do_not_fit_config(tiny_world_model, tmp_path):
@@ -291,7 +305,7 @@ def test_world_model_weights_that_do_not_fit_config(tiny_world_model, tmp_path):
     data["config"]["model"]["dit"]["width"] = 64
     torch.save(data, tmp_path / "mismatch.pt")
     with pytest.raises(CheckpointError, match="do not fit its own config"):
-        twm.load_world_model(tmp_path / "mismatch.pt")
+        load_world_model(tmp_path / "mismatch.pt")
 
 
 # ----------------------------------------------------------------------------- wrong data
@@ -334,5 +348,25 @@ def test_world_model_trains_on_non_square_frames(tmp_path):
     metrics = twm.train_world_model(store, tok, tmp_path / "wm.pt", wm_model_cfg(),
                                     wm_train_cfg(steps=2, batch_size=2), run_dir=tmp_path / "run", progress=False)
     assert np.isfinite(metrics["final_diffusion_loss"]) and metrics["steps"] == 2
-    model, _ = twm.load_world_model(tmp_path / "wm.pt")
-    assert model._latent_hw == (8, 12)
+    model, _ = load_world_model(tmp_path / "wm.pt")
+    assert model.latent_hw == (8, 12)
+
+
+def test_checkpoint_naming_a_removed_option(tiny_world_model, tmp_path):
+    """Options that lost their measurements were removed: a checkpoint that used the value now built
+    in still loads; one that used the other branch is refused with a message that says so."""
+    data = torch.load(tiny_world_model["world_model"], weights_only=True)
+    data["config"]["model"]["dit"]["attention"] = "window"
+    data["config"]["model"]["predict_residual"] = True
+    torch.save(data, tmp_path / "old_but_same.pt")
+    model, _ = load_world_model(tmp_path / "old_but_same.pt")
+    assert model.latent_hw == (16, 16)
+    data["config"]["model"]["dit"]["attention"] = "factorized"
+    torch.save(data, tmp_path / "old_factorized.pt")
+    with pytest.raises(CheckpointError, match=r"dit\.attention='factorized'.*no longer has"):
+        load_world_model(tmp_path / "old_factorized.pt")
+    data["config"]["model"]["dit"]["attention"] = "window"
+    data["config"]["model"]["dit"]["warp_drive"] = 3
+    torch.save(data, tmp_path / "unknown.pt")
+    with pytest.raises(CheckpointError, match="warp_drive"):
+        load_world_model(tmp_path / "unknown.pt")

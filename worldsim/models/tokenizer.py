@@ -24,9 +24,11 @@ from torch import nn
 
 @dataclass
 class TokenizerConfig:
+    """Defaults are the ``small`` preset (configs/model/small.yaml)."""
+
     patch_size: int = 4  # pixel (un)shuffle stem: convolutions run at H/patch_size, not at full resolution
     channels: list[int] = field(default_factory=lambda: [64])  # per level after the stem; each extra level halves
-    latent_channels: int = 4
+    latent_channels: int = 16  # 16 × 16 × 16 latents of a 64 × 64 frame (the small preset)
     res_blocks: int = 2
     kl_weight: float = 1e-6
     motion_weight: float = 4.0

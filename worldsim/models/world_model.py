@@ -23,6 +23,13 @@ REWARD_CLASSES = (-1.0, 0.0, 1.0)  # the reward head predicts sign(reward), as D
 
 @dataclass
 class WorldModelConfig:
+    """Defaults are the ``small`` preset (configs/model/small.yaml).
+
+    The model always diffuses the *change* from the previous frame, (z_t - z_{t-1}) / delta_std,
+    rather than z_t itself: game frames change little from step to step, so the denoiser spends its
+    capacity on what moves rather than on copying the background.
+    """
+
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     dit: DiTConfig = field(default_factory=DiTConfig)
     edm: EDMConfig = field(default_factory=EDMConfig)
@@ -31,12 +38,7 @@ class WorldModelConfig:
     reward_weight: float = 0.5
     end_weight: float = 0.5
     end_pos_weight: float = 10.0  # episode ends are rare: weight the positive class
-    heads_pool: str = "mean"  # how the heads pool a frame's tokens: "mean" or "attention" (see Heads)
-    heads_conv_width: int = 64  # width of the heads' conv view of the latent frame pair (0: none)
-    # Diffuse the change from the previous frame, z_t - z_{t-1} scaled to unit variance, instead of
-    # z_t itself: game frames change little from step to step, so the denoiser spends its capacity
-    # on what moves rather than on copying the background.
-    predict_residual: bool = True
+    heads_conv_width: int = 64  # width of the heads' conv view of the latent frame pair
 
 
 class Heads(nn.Module):
@@ -47,47 +49,36 @@ class Heads(nn.Module):
       changed* directly: a score digit flipping is a few latent pixels of one frame, and a read-out
       of the DiT's pooled features misses it (measured on held-out Boxing: balanced reward accuracy
       0.33, i.e. chance, after 4,000 steps with token features alone; 0.71 with the conv view added);
-    * the DiT's clean-stream token features of the new frame, which carry the history and the
-      action. ``pool="mean"`` averages the tokens; ``pool="attention"`` lets a learned query weigh
-      them (one attention head, as a CLS token would).
-
-    ``conv_width=0`` drops the conv view.
+    * the mean of the DiT's clean-stream token features of the new frame, which carry the history
+      and the action.
     """
 
-    def __init__(self, width: int, latent_channels: int, pool: str = "mean", conv_width: int = 64) -> None:
+    def __init__(self, width: int, latent_channels: int, conv_width: int = 64) -> None:
         super().__init__()
-        if pool not in ("mean", "attention"):
-            raise ValueError(f"heads_pool must be 'mean' or 'attention', got {pool!r}.")
-        self.pool = pool
+        if conv_width < 1:
+            raise ValueError(f"heads_conv_width must be >= 1, got {conv_width}.")
+        cw = conv_width
         self.norm = nn.LayerNorm(width)
-        if pool == "attention":
-            self.query = nn.Parameter(torch.zeros(width))  # zero: starts as the mean of the tokens
-            self.key = nn.Linear(width, width)
-        self.conv = None
-        if conv_width:
-            cw = conv_width
-            self.conv = nn.Sequential(
-                nn.Conv2d(2 * latent_channels, cw, 3, padding=1), nn.SiLU(),
-                nn.Conv2d(cw, cw, 3, stride=2, padding=1), nn.SiLU(),
-                nn.Conv2d(cw, cw, 3, stride=2, padding=1), nn.SiLU(),
-                nn.AdaptiveAvgPool2d(1), nn.Flatten())  # any latent grid size
-        self.net = nn.Sequential(nn.Linear(width + conv_width, width), nn.SiLU(), nn.Linear(width, 4))
+        self.conv = nn.Sequential(
+            nn.Conv2d(2 * latent_channels, cw, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(cw, cw, 3, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(cw, cw, 3, stride=2, padding=1), nn.SiLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())  # any latent grid size
+        self.net = nn.Sequential(nn.Linear(width + cw, width), nn.SiLU(), nn.Linear(width, 4))
 
-    def forward(self, tokens: torch.Tensor, prev: torch.Tensor, new: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, tokens: torch.Tensor, prev: torch.Tensor, new: torch.Tensor) -> "HeadOutput":
         """tokens (..., n, d), prev and new latents (..., c, h, w) -> logits (..., 3), (...)."""
-        x = self.norm(tokens)
-        if self.pool == "attention":
-            w = (self.key(x) @ self.query / x.shape[-1] ** 0.5).softmax(dim=-1)  # (..., n)
-            pooled = (w[..., None] * x).sum(dim=-2)
-        else:
-            pooled = x.mean(dim=-2)
-        if self.conv is not None:
-            lead = new.shape[:-3]
-            pair = torch.cat([prev, new], dim=-3).reshape(-1, 2 * new.shape[-3], *new.shape[-2:])
-            pooled = torch.cat([pooled, self.conv(pair.to(pooled.dtype)).reshape(*lead, -1)], dim=-1)
+        pooled = self.norm(tokens).mean(dim=-2)
+        lead = new.shape[:-3]
+        pair = torch.cat([prev, new], dim=-3).reshape(-1, 2 * new.shape[-3], *new.shape[-2:])
+        pooled = torch.cat([pooled, self.conv(pair.to(pooled.dtype)).reshape(*lead, -1)], dim=-1)
         out = self.net(pooled)
-        return out[..., :3], out[..., 3]
+        return HeadOutput(out[..., :3], out[..., 3])
+
+
+class HeadOutput(NamedTuple):
+    reward: torch.Tensor  # (..., 3) reward-sign logits, or probabilities where a method says so
+    end: torch.Tensor  # (...) episode-end logit, or probability
 
 
 class LossOutput(NamedTuple):
@@ -102,6 +93,12 @@ class StepOutput(NamedTuple):
     reward: torch.Tensor  # (b,) float: expected reward sign, argmax class value
     reward_probs: torch.Tensor  # (b, 3)
     end_prob: torch.Tensor  # (b,)
+
+
+class RolloutOutput(NamedTuple):
+    latents: torch.Tensor  # (b, T, c, h, w) generated normalised latents
+    reward_probs: torch.Tensor  # (b, T, 3)
+    end_probs: torch.Tensor  # (b, T)
 
 
 def reward_to_class(r: torch.Tensor) -> torch.Tensor:
@@ -119,7 +116,8 @@ class WorldModel(nn.Module):
         self.cfg = cfg
         self.tokenizer = Tokenizer(cfg.tokenizer)
         self.dit = DiT(cfg.dit)
-        self.heads = Heads(cfg.dit.width, cfg.dit.latent_channels, cfg.heads_pool, cfg.heads_conv_width)
+        self.heads = Heads(cfg.dit.width, cfg.dit.latent_channels, cfg.heads_conv_width)
+        self.latent_hw: tuple[int, int] = (0, 0)  # set by set_frame_size
         self.register_buffer("delta_std", torch.ones(()))  # std of z_t - z_{t-1}, set from the data
         self.register_buffer("reward_weights", torch.ones(3))  # class weights of the reward loss, from the data
 
@@ -166,12 +164,12 @@ class WorldModel(nn.Module):
             return torch.randn(shape, generator=generator, device=dev)
 
         # Clean stream with noise augmentation: σ_aug ~ U(0, max) on a share of the frames.
-        keep = (torch.rand((b, t), generator=generator, device=dev) < cfg.context_noise_prob).float()
-        sigma_aug = keep * torch.rand((b, t), generator=generator, device=dev) * cfg.context_noise_max
+        augmented = (torch.rand((b, t), generator=generator, device=dev) < cfg.context_noise_prob).float()
+        sigma_aug = augmented * torch.rand((b, t), generator=generator, device=dev) * cfg.context_noise_max
         pre_c = diffusion.precondition(sigma_aug.clamp_min(edm.sigma_min), edm.sigma_data)
         clean_in = (latents + sigma_aug[..., None, None, None] * randn(latents.shape)) * pre_c.c_in[..., None, None, None]
-        # Noisy stream: frames 1..t-1 (or their change from the previous frame) at EDM training noise levels.
-        x0 = (latents[:, 1:] - latents[:, :-1]) / self.delta_std if cfg.predict_residual else latents[:, 1:]
+        # Noisy stream: the changes to frames 1..t-1 from their previous frame, at EDM training noise levels.
+        x0 = (latents[:, 1:] - latents[:, :-1]) / self.delta_std
         sigma = diffusion.training_sigmas((b, t - 1), edm, generator, dev)
         pre = diffusion.precondition(sigma, edm.sigma_data)
         pre_b = diffusion.Preconditioning(*(v[..., None, None, None] for v in pre))
@@ -197,27 +195,31 @@ class WorldModel(nn.Module):
         return z * pre.c_in, pre.c_noise.expand(z.shape[: z.dim() - 3])
 
     @torch.no_grad()
-    def start(self, context: torch.Tensor, context_prev_actions: torch.Tensor, start_pos: int = 0,
-              cache: DiTCache | None = None, rows: torch.Tensor | None = None) -> DiTCache:
-        """Fill a cache from ``C`` context latents (b, C, c, h, w) and the actions that led to them (b, C)."""
+    def start_rollout(self, context: torch.Tensor, context_prev_actions: torch.Tensor, start_pos: int = 0,
+                      cache: DiTCache | None = None, rows: torch.Tensor | None = None) -> DiTCache:
+        """Fill a cache from ``C`` context latents (b, C, c, h, w) and the actions that led to them (b, C).
+
+        With ``cache`` and ``rows``, restart only those rows of a running cache (the vector dream's
+        autoreset), leaving the others as they are.
+        """
         x, c_noise = self._context_input(context)
-        cache, _ = self.dit.prefill(x, c_noise, context_prev_actions, start_pos, cache, rows)
-        if rows is None or cache.last_latents is None:
-            cache.last_latents = context[:, -1].clone() if rows is None else torch.zeros(
-                (cache.keys[0].shape[0], *context.shape[2:]), device=context.device, dtype=context.dtype)
-        if rows is not None:
-            cache.last_latents[rows] = context[:, -1]
+        cache = self.dit.encode_context(x, c_noise, context_prev_actions, start_pos, cache, rows)
+        if rows is None:
+            cache.last_latents = context[:, -1].float().clone()
+        else:
+            if cache.last_latents is None:
+                cache.last_latents = torch.zeros((cache.batch_size, *context.shape[2:]), device=context.device)
+            cache.last_latents[rows] = context[:, -1].to(cache.last_latents.dtype)
         return cache
 
     @torch.no_grad()
-    def commit(self, cache: DiTCache, latents: torch.Tensor, actions: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def append(self, cache: DiTCache, latents: torch.Tensor, actions: torch.Tensor) -> HeadOutput:
         """Append frames (b, c, h, w) reached by ``actions`` (b,) to the cache; returns the heads'
         reward-class probabilities (b, 3) and episode-end probability (b,) for that transition."""
         x, c_noise = self._context_input(latents)
-        reward_logits, end_logits = self.heads(self.dit.commit(x, c_noise, actions, cache), cache.last_latents, latents)
+        logits = self.heads(self.dit.append_frame(x, c_noise, actions, cache), cache.last_latents, latents)
         cache.last_latents = latents
-        return reward_logits.softmax(-1), end_logits.sigmoid()
+        return HeadOutput(logits.reward.softmax(-1), logits.end.sigmoid())
 
     @torch.no_grad()
     def step(self, cache: DiTCache, actions: torch.Tensor, generator: torch.Generator | None = None,
@@ -230,34 +232,40 @@ class WorldModel(nn.Module):
         """
         edm = self.cfg.edm
         b = actions.shape[0]
-        ref = cache.keys[0]
-        c = self.cfg.dit.latent_channels
-        h, w = self._latent_hw
+        dev = cache.keys[0].device
+        h, w = self.latent_hw
         if not h:
             raise RuntimeError("call set_frame_size(h, w) before generating (load_world_model does it for you).")
         steps = edm.sampling_steps if sampling_steps is None else sampling_steps  # 0 is an error, not "default"
         sigmas = diffusion.karras_sigmas(steps, edm.sigma_min, edm.sigma_max, edm.rho)
 
         def denoiser(x: torch.Tensor, sigma: float) -> torch.Tensor:
-            pre = diffusion.precondition(torch.full((b,), sigma, device=ref.device), edm.sigma_data)
+            pre = diffusion.precondition(torch.full((b,), sigma, device=dev), edm.sigma_data)
             raw = self.dit.denoise_next(x * pre.c_in[:, None, None, None], pre.c_noise, actions, cache)
             return diffusion.denoise(raw, x, diffusion.Preconditioning(*(v[:, None, None, None] for v in pre)))
 
         if noise is None:
-            noise = torch.randn((b, c, h, w), generator=generator, device=ref.device)  # fp32 even under autocast
-        z = diffusion.sample(denoiser, noise.float(), sigmas, solver or edm.solver).float()
-        if self.cfg.predict_residual:
-            z = cache.last_latents.float() + z * self.delta_std
-        probs, end_prob = self.commit(cache, z, actions)
-        reward = torch.tensor(REWARD_CLASSES, device=ref.device)[probs.argmax(-1)]
-        return StepOutput(z, reward, probs, end_prob)
+            noise = torch.randn((b, self.cfg.dit.latent_channels, h, w), generator=generator, device=dev)  # fp32 even under autocast
+        change = diffusion.sample(denoiser, noise.float(), sigmas, solver or edm.solver).float()
+        z = cache.last_latents.float() + change * self.delta_std
+        heads = self.append(cache, z, actions)
+        reward = torch.tensor(REWARD_CLASSES, device=dev)[heads.reward.argmax(-1)]
+        return StepOutput(z, reward, heads.reward, heads.end)
 
-    _latent_hw: tuple[int, int] = (0, 0)
+    @torch.no_grad()
+    def rollout(self, context: torch.Tensor, context_prev_actions: torch.Tensor, actions: torch.Tensor,
+                generator: torch.Generator | None = None, sampling_steps: int | None = None) -> RolloutOutput:
+        """Dream ``T`` frames from ``C`` context latents (b, C, c, h, w) under ``actions`` (b, T): the one
+        rollout routine of evaluation, videos and probes (the dream env steps the same ``step``)."""
+        cache = self.start_rollout(context, context_prev_actions)
+        outs = [self.step(cache, actions[:, k], generator, sampling_steps) for k in range(actions.shape[1])]
+        return RolloutOutput(torch.stack([o.latents for o in outs], 1), torch.stack([o.reward_probs for o in outs], 1),
+                             torch.stack([o.end_prob for o in outs], 1))
 
     def set_frame_size(self, h: int, w: int) -> tuple[int, int]:
         """Fix the frame size generation works at; returns the latent grid size."""
         self.tokenizer.check_frame_size(h, w)
         f = self.cfg.tokenizer.downsample
         self.dit.grid(h // f, w // f)
-        self._latent_hw = (h // f, w // f)
-        return self._latent_hw
+        self.latent_hw = (h // f, w // f)
+        return self.latent_hw

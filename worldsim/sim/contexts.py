@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from worldsim.data.dataset import WindowDataset
 from worldsim.data.store import EpisodeStore
@@ -28,6 +27,5 @@ class RecordedContexts:
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """frames (C, h, w, 3) uint8 and actions (C-1,) int64 between them."""
         i = int(rng.integers(len(self.data)))
-        idx = self.data.starts[i : i + 1, None] + torch.arange(self.data.length)
-        actions, _, _ = self.data.transitions(idx)
-        return self.data.frames[idx[0]].numpy(), actions[0].numpy()
+        window = self.data[i]
+        return np.ascontiguousarray(window.frames.permute(0, 2, 3, 1).numpy()), window.actions.numpy()

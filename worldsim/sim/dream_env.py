@@ -39,9 +39,9 @@ from gymnasium.vector.utils import batch_space
 from worldsim.models.tokenizer import channels_last_frames
 from worldsim.models.world_model import WorldModel
 from worldsim.sim.contexts import RecordedContexts
+from worldsim.models.loading import load_world_model
+from worldsim.runtime import autocast, resolve_precision
 from worldsim.sim.noise import BatchedNoise
-from worldsim.training.runtime import autocast, resolve_precision
-from worldsim.training.train_world_model import load_world_model
 
 
 class DreamCore:
@@ -63,7 +63,7 @@ class DreamCore:
         self.num_actions = int(env["num_actions"])
         self.action_meanings = list(env["action_meanings"])
         self.C = model.cfg.dit.context_frames
-        self.latent_shape = (model.cfg.dit.latent_channels, *model._latent_hw)
+        self.latent_shape = (model.cfg.dit.latent_channels, *model.latent_hw)
         self.cache = None
         self.latents = torch.zeros((num_envs, *self.latent_shape), device=device)  # current frame, per env
         self.frames: np.ndarray | None = None  # decoded current frames, lazily
@@ -123,14 +123,14 @@ class DreamCore:
         latents = self.model.encode(frames_t).float()  # (r, C, c, h, w)
         if len(rows) == self.n:  # reset of everything: a fresh cache at positions 0..C-1, so that a
             # reset with a seed reproduces the same floats whatever ran before it
-            self.cache = self.model.start(latents, prev, start_pos=0)
+            self.cache = self.model.start_rollout(latents, prev, start_pos=0)
         else:
             if self.cache is None:  # first reset of some rows only: allocate the cache for all rows
-                self.cache = self.model.start(torch.zeros((self.n, self.C, *self.latent_shape), device=self.device),
+                self.cache = self.model.start_rollout(torch.zeros((self.n, self.C, *self.latent_shape), device=self.device),
                                               torch.full((self.n, self.C), self.model.dit.null_action, device=self.device))
             # Rotary positions are relative, so restarted rows simply take the C positions before the next frame.
-            self.model.start(latents, prev, start_pos=self.cache.next_pos - self.C, cache=self.cache,
-                             rows=torch.tensor(rows, device=self.device))
+            self.model.start_rollout(latents, prev, start_pos=self.cache.next_pos - self.C, cache=self.cache,
+                                     rows=torch.tensor(rows, device=self.device))
         self.latents[rows] = latents[:, -1]
         self.steps[rows] = 0
         if len(rows) == self.n:

@@ -1,11 +1,10 @@
-"""What every training loop needs besides its model: device and precision, distributed setup,
-the learning-rate schedule, EMA weights, and the metric logger.
+"""What every training loop needs besides its model: distributed setup, the learning-rate schedule,
+EMA weights, random-generator states for exact resumes, and the metric logger. (Device and
+precision choice live in :mod:`worldsim.runtime`, shared with inference.)
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 import os
 from dataclasses import dataclass
@@ -13,43 +12,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name} was asked for, but CUDA is not available here. Use device=cpu or device=auto.")
-    return dev
-
-
-@functools.cache  # read /proc/cpuinfo once, not on every training step
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU multiplies bf16 matrices in hardware (AVX-512 BF16 or AMX): there bf16
-    matmuls run ~4× faster than fp32 (measured on the project machine: ~900 vs ~200 GFLOP/s with 2
-    threads); without them bf16 is emulated and far slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> ``bf16`` on CUDA and on CPUs with hardware bf16, else ``fp32``."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}.")
-    if precision != "auto":
-        return precision
-    return "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16()) else "fp32"
-
-
-def autocast(device: torch.device, precision: str = "auto"):
-    """bf16 autocast (weights and reductions stay fp32) or a no-op, per :func:`resolve_precision`."""
-    if resolve_precision(precision, device) == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @dataclass
@@ -84,6 +46,20 @@ def cleanup_distributed(d: Distributed) -> None:
     if d.enabled and dist.is_initialized():
         dist.barrier()  # every rank done (rank 0 may still be saving): tearing gloo down early aborts the others
         dist.destroy_process_group()
+
+
+def rng_states() -> dict[str, object]:
+    """The global torch generators (CPU, and every CUDA device), for a checkpoint."""
+    states: dict[str, object] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, object]) -> None:
+    torch.set_rng_state(states["cpu"])  # type: ignore[arg-type]
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():  # type: ignore[arg-type]
+        torch.cuda.set_rng_state_all(states["cuda"])  # type: ignore[arg-type]
 
 
 def lr_factor(step: int, warmup: int, total: int, min_factor: float = 0.1) -> float:

@@ -22,20 +22,23 @@ from worldsim.data.dataset import WindowDataset
 from worldsim.data.store import EpisodeStore
 from worldsim.metrics import psnr_from_mse, squared_error_sums
 from worldsim.models.tokenizer import Tokenizer, TokenizerConfig, frames_to_float, tokenizer_loss
-from worldsim.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from worldsim.training.runtime import Logger, autocast, lr_factor, resolve_device
+from worldsim.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from worldsim.runtime import autocast, resolve_device
+from worldsim.training.runtime import Logger, lr_factor, rng_states, set_rng_states
 
 
 @dataclass
 class TokenizerTrainConfig:
-    steps: int = 2000
+    """Defaults are the ``small`` preset's ``tokenizer_train`` (configs/model/small.yaml)."""
+
+    steps: int = 6000
     batch_size: int = 32
     lr: float = 1e-3
     warmup: int = 100
     grad_clip: float = 1.0
     log_every: int = 50
     ckpt_every: int = 500
-    eval_frames: int = 1024
+    eval_frames: int = 2048
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
@@ -84,8 +87,10 @@ def train_tokenizer(data_dir: str | Path, out: str | Path, model_cfg: TokenizerC
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, train.warmup, train.steps))
     gen = torch.Generator().manual_seed(train.seed)
     step = 0
+    seconds_before = 0.0  # training time of earlier processes of this run (resumes add up)
 
     # ---- resume
+    t0 = time.perf_counter()
     if out.exists():
         ckpt = load_checkpoint(out, kind="tokenizer")
         if ckpt["config"]["model"] != asdict(model_cfg):
@@ -95,8 +100,9 @@ def train_tokenizer(data_dir: str | Path, out: str | Path, model_cfg: TokenizerC
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
             gen.set_state(ckpt["generator"])
-            torch.set_rng_state(ckpt["torch_rng"])
+            set_rng_states(ckpt["rng"])
         step = int(ckpt["step"])
+        seconds_before = float(ckpt.get("train_seconds", 0.0))
         if step >= train.steps:
             print(f"{out} is already trained ({step} steps); nothing to do.")
             return ckpt.get("metrics", {})
@@ -105,7 +111,8 @@ def train_tokenizer(data_dir: str | Path, out: str | Path, model_cfg: TokenizerC
     def checkpoint(metrics: dict[str, float] | None = None) -> None:
         save_checkpoint(out, {
             "kind": "tokenizer", "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "scheduler": sched.state_dict(), "generator": gen.get_state(), "rng": rng_states(),
+            "train_seconds": seconds_before + time.perf_counter() - t0,
             "config": {"model": asdict(model_cfg), "train": asdict(train)}, "env": dict(store.metadata),
             "dataset": {"path": str(data_dir), "train_steps": train_data.num_steps}, "metrics": metrics or {},
         })
@@ -144,19 +151,10 @@ def train_tokenizer(data_dir: str | Path, out: str | Path, model_cfg: TokenizerC
         z = torch.cat([model.encode(frames_to_float(c.to(device))) for c in stats_frames.split(256)])
         model.set_latent_stats(z)
     metrics = evaluate_tokenizer(model, val_data, train.eval_frames, train.seed + 2, device)
-    metrics["train_seconds"] = time.perf_counter() - t0
+    metrics["train_seconds"] = seconds_before + time.perf_counter() - t0  # every process of the run
     metrics["latent_shape"] = list(z.shape[1:])
     logger.log(step, {f"tok/val_{k}": v for k, v in metrics.items() if isinstance(v, float)})
     logger.close()
     checkpoint(metrics)
     print(f"tokenizer: held-out PSNR {metrics['psnr']:.2f} dB, motion PSNR {metrics['motion_psnr']:.2f} dB; saved {out}")
     return metrics
-
-
-def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> tuple[Tokenizer, dict[str, Any]]:
-    from worldsim.training.checkpoint import dataclass_from_dict
-
-    ckpt = load_checkpoint(path, kind="tokenizer")
-    model = Tokenizer(dataclass_from_dict(TokenizerConfig, ckpt["config"]["model"]))
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), ckpt

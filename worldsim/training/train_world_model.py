@@ -23,24 +23,27 @@ from tqdm.auto import tqdm
 
 from worldsim.data.dataset import WindowDataset
 from worldsim.data.store import EpisodeStore
-from worldsim.models.world_model import WorldModel, WorldModelConfig
-from worldsim.training.checkpoint import CheckpointError, dataclass_from_dict, load_checkpoint, save_checkpoint
-from worldsim.training.runtime import (Logger, autocast, cleanup_distributed, lr_factor, resolve_device,
+from worldsim.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from worldsim.models.loading import load_tokenizer, world_model_config
+from worldsim.models.world_model import WorldModel
+from worldsim.runtime import autocast, resolve_device
+from worldsim.training.runtime import (Logger, cleanup_distributed, lr_factor, rng_states, set_rng_states,
                                        setup_distributed, update_ema)
-from worldsim.training.train_tokenizer import load_tokenizer
 
 
 @dataclass
 class WorldModelTrainConfig:
-    steps: int = 3000
-    batch_size: int = 16
+    """Defaults are the ``small`` preset's ``world_model_train`` (configs/model/small.yaml)."""
+
+    steps: int = 6400
+    batch_size: int = 8
     window: int = 8  # frames per training window: each gives window-1 denoising targets
     end_share: float = 0.02  # share of windows drawn among those holding an episode end (rare events)
-    lr: float = 3e-4
+    lr: float = 5e-4
     weight_decay: float = 0.01
-    warmup: int = 200
+    warmup: int = 100
     grad_clip: float = 1.0
-    ema_decay: float = 0.999
+    ema_decay: float = 0.995
     log_every: int = 50
     ckpt_every: int = 500
     val_fraction: float = 0.1
@@ -58,14 +61,6 @@ def encode_frames(world_model: WorldModel, frames: torch.Tensor, device: torch.d
         x = frames[i : i + chunk].permute(0, 3, 1, 2).to(device)
         out.append(world_model.encode(x).float().cpu())
     return torch.cat(out)
-
-
-def world_model_config(model_cfg: dict[str, Any], tokenizer_cfg: dict[str, Any], num_actions: int) -> WorldModelConfig:
-    """Compose the world-model config from a preset's ``dit``/``edm``/loss options and the tokenizer's."""
-    extra = {k: v for k, v in model_cfg.items() if k not in ("dit", "edm", "tokenizer")}
-    dit = {**model_cfg.get("dit", {}), "num_actions": num_actions, "latent_channels": tokenizer_cfg["latent_channels"]}
-    return dataclass_from_dict(WorldModelConfig, {"tokenizer": tokenizer_cfg, "dit": dit,
-                                                  "edm": model_cfg.get("edm", {}), **extra})
 
 
 def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str | Path, model_cfg: dict[str, Any],
@@ -100,6 +95,8 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, train.warmup, train.steps))
     gen = torch.Generator().manual_seed(train.seed * 1000 + dist.rank)
     step = 0
+    seconds_before = 0.0  # training time of earlier processes of this run (resumes add up)
+    t0 = time.perf_counter()
 
     # ---- resume
     if out.exists():
@@ -117,7 +114,8 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         gen.set_state(ckpt["generators"][dist.rank] if dist.rank < len(ckpt["generators"]) else gen.get_state())
-        torch.set_rng_state(ckpt["torch_rng"])
+        set_rng_states(ckpt["rng"])
+        seconds_before = float(ckpt.get("train_seconds", 0.0))
         if dist.is_main:
             print(f"resuming world-model training from step {step} of {train.steps}")
     net = DistributedDataParallel(model) if dist.enabled else model
@@ -143,7 +141,7 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
         save_checkpoint(out, {
             "kind": "world_model", "step": step, "model": model.state_dict(), "ema": ema.state_dict(),
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generators": gens,
-            "torch_rng": torch.get_rng_state(),
+            "rng": rng_states(), "train_seconds": seconds_before + time.perf_counter() - t0,
             "config": {"model": asdict(cfg), "train": asdict(train), "frame_size": [h, w]},
             "env": dict(store.metadata),
             "dataset": {"path": str(data_dir), "train_steps": train_data.num_steps,
@@ -183,7 +181,8 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
             checkpoint()
     bar.close()
     seconds = time.perf_counter() - t0
-    metrics = {"train_seconds": seconds, "samples_per_s": samples / max(seconds, 1e-9),
+    metrics = {"train_seconds": seconds_before + seconds,  # every process of the run
+               "samples_per_s": samples / max(seconds, 1e-9),
                "final_diffusion_loss": float(losses.diffusion), "steps": step}
     if device.type == "cpu":
         import resource
@@ -197,21 +196,3 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
         print(f"world model: {step} steps in {seconds / 60:.1f} min ({metrics['samples_per_s']:.1f} windows/s); saved {out}")
     cleanup_distributed(dist)
     return metrics
-
-
-def load_world_model(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True
-                     ) -> tuple[WorldModel, dict[str, Any]]:
-    """A trained world model (EMA weights by default), in eval mode, with its checkpoint record."""
-    ckpt = load_checkpoint(path, kind="world_model")
-    weights = ckpt["ema" if use_ema and "ema" in ckpt else "model"]
-    if not any(k.startswith("heads.") for k in weights):
-        raise CheckpointError(f"{path} has no reward / episode-end heads, so it cannot drive a dream env. "
-                              "Train it with `worldsim train-world-model` (which trains the heads).")
-    cfg = dataclass_from_dict(WorldModelConfig, ckpt["config"]["model"])
-    model = WorldModel(cfg)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit its own config ({str(e)[:300]}): it was written by another worldsim version, or the file is damaged.") from e
-    model.set_frame_size(*ckpt["config"]["frame_size"])
-    return model.to(device).eval(), ckpt

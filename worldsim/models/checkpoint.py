@@ -7,17 +7,15 @@ Saved with ``torch.save`` of plain containers and tensors only, written atomical
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
-from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import worldsim
+from worldsim.io import atomic_write_with
 
 FORMAT = "worldsim-checkpoint"
 VERSION = 1
@@ -30,23 +28,10 @@ class CheckpointError(RuntimeError):
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` (kind, config, model, ...) to ``path`` atomically (temp file + rename)."""
-    path = Path(path)
     if payload.get("kind") not in KINDS:
         raise ValueError(f"checkpoint kind must be one of {KINDS}, got {payload.get('kind')!r}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT, "version": VERSION, "worldsim_version": worldsim.__version__, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600 files; give checkpoints the usual permissions
-    os.close(fd)
-    try:
-        torch.save(data, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write_with(path, lambda tmp: torch.save(data, tmp))
 
 
 def load_checkpoint(path: str | Path, kind: str | None = None, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -87,23 +72,6 @@ def check_env_matches(data: dict[str, Any], env_meta: dict[str, Any], path: str 
     if diffs:
         raise CheckpointError(f"{path} was trained on a different environment:\n  " + "\n  ".join(diffs) +
                               "\nUse a checkpoint trained on this env, or change env=... to match it.")
-
-
-def dataclass_from_dict(cls, data: dict[str, Any]):
-    """Build a (nested) config dataclass from a dict, rejecting unknown keys with a clear error."""
-    known = {f.name: f for f in fields(cls)}
-    unknown = set(data) - set(known)
-    if unknown:
-        raise ValueError(f"Unknown {cls.__name__} option(s) {sorted(unknown)}; known: {sorted(known)}.")
-    kwargs = {}
-    for name, value in data.items():
-        default = known[name].default_factory() if callable(known[name].default_factory) else known[name].default  # type: ignore[misc]
-        kwargs[name] = dataclass_from_dict(type(default), value) if is_dataclass(default) and isinstance(value, dict) else value
-    return cls(**kwargs)
-
-
-def config_to_dict(cfg) -> dict[str, Any]:
-    return asdict(cfg)
 
 
 def describe_checkpoint(path: str | Path) -> dict[str, Any]:

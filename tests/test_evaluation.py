@@ -1,0 +1,103 @@
+"""The world-model evaluation on the session's tiny model: its baselines and controllability are
+what they claim to be, the JSON, plot and tables render, and benchmarks/tables.py prints the same."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from worldsim.cli import main
+from worldsim.data.dataset import WindowDataset
+from worldsim.data.store import EpisodeStore
+from worldsim.evaluation.tables import evaluation_markdown, rollout_table
+from worldsim.evaluation.world_model_eval import EvalConfig, rollout_metrics
+from worldsim.metrics import psnr_from_mse, squared_error_sums
+from worldsim.models.loading import load_world_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_world_model):
+    model, ckpt = load_world_model(tiny_world_model["world_model"])
+    data = WindowDataset(EpisodeStore.open(tiny_world_model["data_dir"]), model.cfg.dit.context_frames + 4, "all")
+    return model, data
+
+
+def evaluate(model, data, **kw):
+    cfg = EvalConfig(num_windows=6, horizons=[1, 4], batch_size=3, split="all", lpips=False, **kw)
+    return rollout_metrics(model, data, cfg, progress=False)
+
+
+def test_repeat_last_and_tokenizer_floor_are_computed_as_defined(setup):
+    model, data = setup
+    C = model.cfg.dit.context_frames
+    r = evaluate(model, data)
+    windows = data.gather(data.distinct_windows(6, torch.Generator().manual_seed(0)))  # the same windows
+    last = windows.frames[:, C - 1]
+    for h in (1, 4):
+        true = windows.frames[:, C + h - 1]
+        rep = squared_error_sums(last, true, last)
+        assert r["repeat_last"][str(h)]["psnr"] == pytest.approx(psnr_from_mse(float(rep["se"].sum() / rep["n"].sum())))
+        # repeat-last is wrong on exactly the moving pixels: its motion PSNR is over those
+        assert r["repeat_last"][str(h)]["moving_sharpness"] >= 0
+        floor = squared_error_sums(model.decode(model.encode(true)), true, last)
+        assert r["tokenizer_floor"][str(h)]["psnr"] == pytest.approx(
+            psnr_from_mse(float(floor["se"].sum() / floor["n"].sum())), abs=1e-3)
+    assert r["num_windows"] == 6
+
+
+def test_controllability_is_true_minus_shuffled_and_zero_when_actions_cannot_matter(setup):
+    model, data = setup
+    r = evaluate(model, data)
+    for h in ("1", "4"):
+        assert r["controllability_db"][h] == pytest.approx(r["model"][h]["psnr"] - r["shuffled_actions"][h]["psnr"])
+    # one window per batch: "shuffling" the actions of a batch of one leaves them as they are
+    one = rollout_metrics(model, data, EvalConfig(num_windows=2, horizons=[1, 4], batch_size=1, split="all",
+                                                  lpips=False), progress=False)
+    assert all(v == 0.0 for v in one["controllability_db"].values())
+
+
+def test_model_figures_are_seeded(setup):
+    model, data = setup
+    a, b, c = evaluate(model, data), evaluate(model, data), evaluate(model, data, seed=1)
+    assert a["model"] == b["model"]
+    assert a["model"] != c["model"]
+
+
+def test_cli_evaluation_writes_json_plot_and_prints_the_table(tiny_world_model, tmp_path, capsys):
+    out = tmp_path / "eval"
+    code = main(["evaluate-world-model", "model=tiny", f"checkpoint={tiny_world_model['world_model']}",
+                 f"data_dir={tiny_world_model['data_dir']}", "split=all", "num_windows=4", "horizons=[1,2]",
+                 f"out_dir={out}", "progress=false"])
+    assert code == 0
+    result = json.loads((out / "world_model_eval.json").read_text())
+    assert (out / "world_model_eval.png").stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert rollout_table(result) in printed
+    lpips = result["rollouts"]["model"]["1"]["lpips"]
+    assert lpips is not None and 0 <= lpips <= 1
+    assert f"| model, LPIPS | {lpips:.3f} |" in printed
+    assert "sharpness" in printed and evaluation_markdown(result).splitlines()[0] in printed
+
+
+def test_benchmarks_tables_prints_what_the_json_says(tmp_path, capsys, tiny_world_model):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import tables
+    finally:
+        sys.path.pop(0)
+    result = json.loads((ROOT / "benchmarks/results/world_model_boxing.json").read_text())
+    tables.main([str(ROOT / "benchmarks/results/world_model_boxing.json")])
+    printed = capsys.readouterr().out
+    r = result["evaluation"]["rollouts"]
+    for h in r["model"]:
+        assert f"{r['model'][h]['psnr']:.2f}" in printed and f"{r['controllability_db'][h]:+.2f}" in printed
+    assert f"{result['cpu_training_minutes']:.1f} min" in printed
+    dream = json.loads((ROOT / "benchmarks/results/dream_throughput.json").read_text())
+    tables.main([str(ROOT / "benchmarks/results/dream_throughput.json")])
+    assert f"bf16 {dream['matmul_gflops']['bf16']:.0f} GFLOP/s" in capsys.readouterr().out

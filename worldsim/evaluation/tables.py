@@ -1,0 +1,65 @@
+"""Markdown tables of an evaluation result: the one renderer used by the CLI, the run report and
+``benchmarks/tables.py``, so a figure is printed the same way wherever it appears."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# (label, method, metric, format)
+ROWS = (
+    ("model, pooled PSNR", "model", "psnr", ".2f"),
+    ("(median per-window PSNR)", "model", "psnr_median", ".2f"),
+    ("repeat-last, pooled PSNR", "repeat_last", "psnr", ".2f"),
+    ("model, motion PSNR", "model", "motion_psnr", ".2f"),
+    ("repeat-last, motion PSNR", "repeat_last", "motion_psnr", ".2f"),
+    ("model, SSIM", "model", "ssim", ".3f"),
+    ("repeat-last, SSIM", "repeat_last", "ssim", ".3f"),
+    ("model, LPIPS", "model", "lpips", ".3f"),
+    ("repeat-last, LPIPS", "repeat_last", "lpips", ".3f"),
+    ("model, sharpness ratio", "model", "sharpness", ".2f"),
+    ("model, moving-region sharpness ratio", "model", "moving_sharpness", ".2f"),
+    ("tokenizer floor, PSNR", "tokenizer_floor", "psnr", ".2f"),
+    ("tokenizer floor, motion PSNR", "tokenizer_floor", "motion_psnr", ".2f"),
+    ("tokenizer floor, LPIPS", "tokenizer_floor", "lpips", ".3f"),
+)
+
+
+def rollout_table(evaluation: dict[str, Any]) -> str:
+    """Metrics per horizon (columns) of ``world_model_eval.json``; rows a result lacks are left out."""
+    r = evaluation["rollouts"]
+    hs = sorted(r["model"], key=int)
+    out = ["| horizon | " + " | ".join(hs) + " |", "|---" * (len(hs) + 1) + "|"]
+    for label, who, key, fmt in ROWS:
+        values = [r.get(who, {}).get(h, {}).get(key) for h in hs]
+        if all(v is None for v in values):
+            continue
+        out.append(f"| {label} | " + " | ".join("–" if v is None else format(v, fmt) for v in values) + " |")
+    out.append("| controllability (dB) | " + " | ".join(f"{r['controllability_db'][h]:+.2f}" for h in hs) + " |")
+    return "\n".join(out)
+
+
+def heads_summary(evaluation: dict[str, Any]) -> str:
+    """One paragraph on the reward / episode-end heads."""
+    hd = evaluation.get("heads")
+    if not hd:
+        return ""
+    rec = {k: (f"{v:.2f}" if v is not None else "n/a") for k, v in hd["reward_recall_per_class"].items()}
+    acc = hd.get("reward_accuracy")
+    bal = hd.get("reward_balanced_accuracy")
+    text = (f"Heads (teacher-forced, {hd['transitions']} held-out transitions): reward accuracy "
+            f"{acc if acc is None else format(acc, '.3f')}, balanced accuracy "
+            f"{bal if bal is None else format(bal, '.3f')} (recall −1 / 0 / +1: {rec['-1.0']} / {rec['0.0']} / "
+            f"{rec['1.0']}; counts {hd['reward_class_counts']}); episode end precision {hd['end_precision']:.2f}, "
+            f"recall {hd['end_recall']:.2f}, F1 {hd['end_f1']:.2f} ({hd['episode_ends']} ends).")
+    if "rollout_reward_accuracy" in evaluation.get("rollouts", {}):
+        text += f" Reward accuracy inside the rollouts: {evaluation['rollouts']['rollout_reward_accuracy']:.3f}."
+    return text
+
+
+def evaluation_markdown(evaluation: dict[str, Any]) -> str:
+    """Heading line, table and heads paragraph of one evaluation."""
+    r = evaluation["rollouts"]
+    head = (f"{r['num_windows']} held-out windows, {evaluation['context_frames']} real context frames, "
+            f"{evaluation['sampling_steps']} sampling step(s) per frame ({evaluation.get('solver', 'euler')}), "
+            f"{evaluation.get('precision', 'fp32')}.")
+    return "\n".join([head, "", rollout_table(evaluation), "", heads_summary(evaluation)]).rstrip() + "\n"
