@@ -8,7 +8,7 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from worldsim.envs import make_env
+from worldsim.envs import make_env, scoring_kwargs
 
 
 @dataclass
@@ -25,10 +25,11 @@ class RealScore:
 
 def score_on_real_env(act: Callable[[np.ndarray], int], env_name: str, env_kwargs: dict[str, Any], episodes: int,
                       seed: int = 0, max_steps: int | None = None, progress: bool = False) -> RealScore:
-    """Play ``episodes`` full episodes with ``act(obs) -> action``; seeds ``seed, seed+1, ...``."""
+    """Play ``episodes`` full episodes with ``act(obs) -> action``; seeds ``seed, seed+1, ...``.
+    Full games: training-only signals such as Atari's life-loss terminal are turned off."""
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}.")
-    env = make_env(env_name, **env_kwargs)
+    env = make_env(env_name, **scoring_kwargs(env_name, env_kwargs))
     returns, lengths = [], []
     try:
         for ep in tqdm(range(episodes), desc=f"scoring on real {env_name}", disable=not progress):

@@ -50,11 +50,37 @@ def dream_table(d: dict) -> str:
     return "\n".join(out)
 
 
+def sampling_table(d: dict) -> str:
+    """benchmarks/sampling_steps.py: quality and dream speed per number of sampling steps."""
+    hs = None
+    out = []
+    for n, run in sorted(d["runs"].items(), key=lambda kv: int(kv[0])):
+        r = run["evaluation"]["rollouts"]
+        hs = hs or sorted(r["model"], key=int)
+        first, last = hs[0], hs[-1]
+        m, rep = r["model"], r["repeat_last"]
+        out.append(f"| {n} | {m[first]['psnr']:.2f} / {m[last]['psnr']:.2f} | {m[first]['motion_psnr']:.2f} / "
+                   f"{m[last]['motion_psnr']:.2f} | {m[first]['lpips']:.3f} / {m[last]['lpips']:.3f} | "
+                   f"{rep[first]['lpips']:.3f} / {rep[last]['lpips']:.3f} | {m[first]['moving_sharpness']:.2f} / "
+                   f"{m[last]['moving_sharpness']:.2f} | {r['controllability_db'][last]:+.2f} | "
+                   f"{run['dream_steps_per_s_pixels']:.0f} |")
+    head = [f"matmul peak in the same run: fp32 {d['matmul_gflops']['fp32']:.0f} GFLOP/s, bf16 "
+            f"{d['matmul_gflops']['bf16']:.1f} GFLOP/s; dream precision {d['precision']}; {d['windows']} windows.", "",
+            f"| steps | PSNR h{hs[0]} / h{hs[-1]} | motion PSNR | LPIPS | repeat-last LPIPS | moving sharpness | "
+            f"controllability h{hs[-1]} (dB) | dream steps/s (pixels, batch 64) |", "|---" * 8 + "|"]
+    return "\n".join(head + out)
+
+
 def main(paths: list[str]) -> None:
     for path in paths:
         d = json.loads(Path(path).read_text())
         print(f"<!-- {path} -->")
-        print(dream_table(d) if "presets" in d and "matmul_gflops" in d else world_model_table(d))
+        if "presets" in d and "matmul_gflops" in d:
+            print(dream_table(d))
+        elif "runs" in d and "checkpoint" in d:
+            print(sampling_table(d))
+        else:
+            print(world_model_table(d))
         print()
 
 

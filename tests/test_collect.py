@@ -180,8 +180,8 @@ def test_make_policy_errors(tmp_path):
         make_policy("greedy", 6, 1, 0)
     with pytest.raises(ValueError, match="policy.path"):
         make_policy("agent", 6, 1, 0)
-    with pytest.raises(FileNotFoundError, match="No saved agent"):
-        make_policy("agent", 6, 1, 0, path=str(tmp_path / "missing.zip"))
+    agent = make_policy("agent", 6, 2, 0, actor=lambda obs: np.full(len(obs), 3))
+    assert agent.act(np.zeros((2, 4, 4, 3), np.uint8)).tolist() == [3, 3]
     assert isinstance(make_policy("random", 6, 2, 0), RandomPolicy)
 
 

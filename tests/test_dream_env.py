@@ -351,13 +351,13 @@ def test_cli_train_agent_smoke(paths, tmp_path):
 
     ckpt = tmp_path / "world_model.pt"
     shutil.copy(paths["checkpoint"], ckpt)
-    out = tmp_path / "agent" / "agent.zip"
+    out = tmp_path / "agent" / "agent.json"
     argv = ["train-agent", f"checkpoint={ckpt}", f"data_dir={paths['data_dir']}", f"out={out}", "progress=false",
             "agent.steps=64", "agent.num_envs=2", "agent.n_steps=32", "agent.batch_size=32",
             "agent.eval_episodes=1", "agent.eval_max_steps=50"]
     assert main(argv) == 0
-    assert out.exists()
-    result = json.loads(out.with_suffix(".json").read_text())
+    assert out.exists() and out.with_suffix(".safetensors").exists()
+    result = json.loads((out.parent / "agent_eval.json").read_text())
     assert result["dream_steps"] >= 64 and result["real"]["episodes"] == 1
     assert result["random_policy_real"]["episodes"] == 1
 
@@ -496,18 +496,35 @@ def test_render_human_headless(paths):
 
 
 # ----------------------------------------------------------------------------- 7. dream video CLI
-def test_cli_dream_writes_video(paths, tmp_path):
+def test_cli_rollout_writes_mp4_and_gif(paths, tmp_path, capsys):
     from worldsim.cli import main
-
-    out = tmp_path / "d.gif"
-    argv = ["dream", f"checkpoint={paths['checkpoint']}", f"data_dir={paths['data_dir']}", f"out={out}",
-            "steps=4", "rows=2", "split=all"]
-    assert main(argv) == 0
-    assert out.exists() and out.stat().st_size > 0
     import imageio.v2 as imageio
 
-    frames = imageio.mimread(out)
-    assert len(frames) == 4
+    mp4, gif = tmp_path / "r.mp4", tmp_path / "r.gif"
+    argv = ["rollout", f"checkpoint={paths['checkpoint']}", f"data_dir={paths['data_dir']}", f"out={mp4}",
+            f"gif={gif}", "steps=5", "rows=2", "split=all", "scale=2", "psnr_threshold=99"]
+    assert main(argv) == 0
+    frames = imageio.mimread(gif)
+    assert len(frames) == 5
+    # 2 rows of (22-pixel header + 64·2 + 2·2 border); 3 panels of (64·2 + 2·2) side by side
+    assert frames[0].shape[:2] == (2 * (22 + 132), 3 * 132)
+    reader = imageio.get_reader(mp4)
+    assert reader.count_frames() == 5 and reader.get_meta_data()["size"] == (3 * 132, 2 * (22 + 132))
+    reader.close()
+    # a 99 dB threshold is missed at once: every row is marked from h=1
+    assert "per row: h=1, h=1" in capsys.readouterr().out
+    red = frames[0][22 + 1, 132 + 60][:3]  # the dream panel's top border, first row
+    assert red[0] > 150 and red[1] < 80
+
+
+def test_error_heatmap_and_psnr_marking():
+    from worldsim.evaluation.video import error_heatmap
+
+    a = np.zeros((2, 4, 4, 3), np.uint8)
+    b = a.copy()
+    b[1] = 255
+    heat = error_heatmap(a, b)
+    assert (heat[0] == 0).all() and (heat[1] == [255, 255, 0]).all()
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

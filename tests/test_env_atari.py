@@ -158,3 +158,52 @@ def test_make_env_by_short_name_and_id():
         env = make_env(name, game="pong", frame_size=32)
         assert env.observation_space.shape == (32, 32, 3)
         env.close()
+
+
+# ----------------------------------------------------------------------------- Atari 100k protocol
+def test_atari100k_preset_is_the_published_protocol():
+    from worldsim.cli import compose
+
+    cfg = compose("collect", ["env=atari100k", "env.kwargs.game=pong"])
+    kw = cfg.env.kwargs
+    assert (kw.frame_skip, kw.repeat_action_probability, kw.noop_max, kw.terminal_on_life_loss,
+            kw.full_action_space, kw.max_episode_steps, kw.frame_size) == (4, 0.0, 30, True, False, 27000, 64)
+    assert cfg.env.tag == "pong_100k"
+    sticky = compose("collect", ["env=pong"]).env.kwargs
+    assert sticky.repeat_action_probability == 0.25 and sticky.noop_max == 0
+
+
+def test_noop_starts_are_1_to_30_emulator_steps_and_seeded():
+    env = AtariEnv(game="pong", repeat_action_probability=0.0, noop_max=30)
+    frames = []
+    for s in list(range(12)) + [0]:
+        env.reset(seed=s)
+        frames.append(env.ale.getEpisodeFrameNumber())  # one emulator frame per no-op
+    env.close()
+    assert frames[-1] == frames[0], "the same seed gives the same number of no-ops"
+    assert all(1 <= f <= 30 for f in frames) and len(set(frames)) > 3
+
+
+def test_scoring_plays_full_games():
+    from worldsim.envs import scoring_kwargs
+
+    kw = {"game": "breakout", "terminal_on_life_loss": True, "noop_max": 30}
+    assert scoring_kwargs("atari", kw) == {**kw, "terminal_on_life_loss": False}
+    assert kw["terminal_on_life_loss"] is True  # the training options are not changed
+    assert scoring_kwargs("crafter", {"size": 64}) == {"size": 64}
+
+
+def test_human_normalized_scores():
+    from worldsim.envs.atari_scores import ATARI_100K_GAMES, REFERENCE_SCORES, human_normalized_score
+
+    assert len(ATARI_100K_GAMES) == 26
+    for game, (random, human) in REFERENCE_SCORES.items():
+        assert human > random, game
+        assert human_normalized_score(game, random) == 0.0
+        assert human_normalized_score(game, human) == pytest.approx(1.0)
+    assert human_normalized_score("pong", 14.6 + 35.3) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="Atari 100k games are alien, amidar"):
+        human_normalized_score("tetris", 10)
+    from worldsim.envs.atari import available_games
+
+    assert set(ATARI_100K_GAMES) <= set(available_games()), "every Atari 100k ROM ships with ale-py"

@@ -101,3 +101,14 @@ def test_benchmarks_tables_prints_what_the_json_says(tmp_path, capsys, tiny_worl
     dream = json.loads((ROOT / "benchmarks/results/dream_throughput.json").read_text())
     tables.main([str(ROOT / "benchmarks/results/dream_throughput.json")])
     assert f"bf16 {dream['matmul_gflops']['bf16']:.0f} GFLOP/s" in capsys.readouterr().out
+
+
+def test_markdown_to_html_subset():
+    from worldsim.evaluation.html import markdown_to_html
+
+    page = markdown_to_html(["# Title", "", "a **bold** `code` <tag>", "| h | 1 |", "|---|---|", "| x | 2 |",
+                             "![alt](p.png)"])
+    assert "<h1>Title</h1>" in page and "<b>bold</b>" in page and "<code>code</code>" in page
+    assert "&lt;tag&gt;" in page  # text is escaped
+    assert "<th>h</th><th>1</th>" in page and "<td>x</td><td>2</td>" in page and "---" not in page
+    assert '<img src="p.png" alt="alt">' in page

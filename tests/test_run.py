@@ -4,6 +4,7 @@ runs (the agent stage's vector dream autoresets some sub-envs while others go on
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -21,7 +22,7 @@ def test_run_pipeline_end_to_end(tmp_path, precision):
     ])
     assert code == 0
     run = tmp_path / "run"
-    for name in ("tokenizer.pt", "world_model.pt", "dream.mp4", "agent.zip", "report.md", "report.json"):
+    for name in ("tokenizer.pt", "world_model.pt", "dream.mp4", "dream.gif", "agent.json", "agent.safetensors", "agent_eval.json", "report.md", "report.json"):
         assert (run / name).exists(), name
     report = json.loads((run / "report.json").read_text())
     assert report["evaluation"]["rollouts"]["num_windows"] == 4
@@ -30,3 +31,10 @@ def test_run_pipeline_end_to_end(tmp_path, precision):
     assert report["agent"]["real"]["episodes"] == 1
     text = (run / "report.md").read_text()
     assert "## Agent trained in the dream" in text and "LPIPS" in text
+    page = (run / "report.html").read_text()
+    sources = re.findall(r'src="([^"]+)"', page)
+    assert {"dream.gif", "dream.mp4", "eval/world_model_eval.png"} <= set(sources)
+    assert all((run / s).exists() for s in sources), "the page may link only files of the run"
+    assert page.count("<table>") >= 1 and "Resolved config" in page
+    (run / "report.html").unlink()
+    assert main(["report", f"run_dir={run}"]) == 0 and (run / "report.html").read_text() == page

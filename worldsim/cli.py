@@ -30,9 +30,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                           "train the latent action-conditioned DiT with reward/end heads"),
     "evaluate-world-model": ("evaluate_world_model", "worldsim.commands:evaluate_world_model",
                              "score world-model rollouts on held-out episodes"),
-    "dream": ("dream", "worldsim.commands:dream", "roll out the dream and write a video"),
+    "rollout": ("rollout", "worldsim.commands:rollout", "videos of real | dream | error on held-out play (MP4, GIF)"),
     "train-agent": ("train_agent", "worldsim.commands:train_agent",
                     "train an agent in the dream, score it on the real game"),
+    "evaluate-agent": ("evaluate_agent", "worldsim.commands:evaluate_agent",
+                       "score a saved agent on the real game (and in its dream) beside a random policy"),
+    "report": ("report", "worldsim.commands:report", "write a run's report (Markdown, one HTML page, JSON)"),
     "run": ("run", "worldsim.commands:run", "the whole pipeline end to end (default: small, CPU)"),
 }
 

@@ -15,10 +15,29 @@ def _kwargs(node) -> dict:
     return OmegaConf.to_container(node, resolve=True) if node is not None else {}
 
 
+def _agent_actor(path: str, env_meta: dict, deterministic: bool):
+    """An agent file's policy as ``actor(obs) -> actions``, checked against the env it will play."""
+    import gymnasium as gym
+    import numpy as np
+
+    from worldsim.agents.agent_file import load_policy
+
+    class Spaces:
+        observation_space = gym.spaces.Box(0, 255, tuple(env_meta["frame_shape"]), np.uint8)
+        action_space = gym.spaces.Discrete(int(env_meta["num_actions"]))
+
+    policy = load_policy(path, env=Spaces(), where=f"{env_meta['env']} {env_meta.get('env_kwargs', {})}")
+    return lambda obs: policy.predict(obs, deterministic=deterministic)[0]
+
+
 def collect(cfg: DictConfig) -> None:
     from worldsim.data.collect import collect as run_collect
 
     policy = _kwargs(cfg.policy)
+    if policy.get("name") == "agent":
+        if policy.get("path") in (None, "???"):
+            raise ValueError("policy=agent needs policy.path=/path/to/agent.json (written by `worldsim train-agent`).")
+        policy["actor"] = _agent_actor(policy.pop("path"), _env_meta(cfg), bool(policy.pop("deterministic", False)))
     result = run_collect(
         env_name=cfg.env.name, env_kwargs=_kwargs(cfg.env.kwargs), data_dir=cfg.data_dir, steps=int(cfg.steps),
         policy=policy.pop("name"), policy_kwargs=policy, num_workers=int(cfg.num_workers), seed=int(cfg.seed),
@@ -117,14 +136,20 @@ def evaluate_world_model(cfg: DictConfig) -> None:
     print(f"written to {cfg.out_dir}")
 
 
-def dream(cfg: DictConfig) -> None:
-    from worldsim.evaluation.video import real_vs_dream_video
+def rollout(cfg: DictConfig) -> None:
+    from worldsim.evaluation.video import render_rollouts, write_video
     from worldsim.models.loading import load_world_model
 
     model, _ = load_world_model(cfg.checkpoint, cfg.device)
-    path = real_vs_dream_video(model, cfg.data_dir, cfg.out, rows=int(cfg.rows), steps=int(cfg.steps),
-                               split=cfg.split, val_fraction=float(cfg.val_fraction), seed=int(cfg.seed))
-    print(f"wrote {path} (left: real play, right: the dream under the same actions)")
+    frames = render_rollouts(model, cfg.data_dir, rows=int(cfg.rows), steps=int(cfg.steps), split=cfg.split,
+                             val_fraction=float(cfg.val_fraction), seed=int(cfg.seed), scale=int(cfg.scale),
+                             psnr_threshold=float(cfg.psnr_threshold), sampling_steps=cfg.sampling_steps)
+    paths = [write_video(frames.video, cfg.out, int(cfg.fps))]
+    if cfg.get("gif"):
+        paths.append(write_video(frames.video, cfg.gif, int(cfg.fps)))
+    lost = ", ".join("never" if h is None else f"h={h}" for h in frames.first_below)
+    print(f"wrote {' and '.join(map(str, paths))} (real | dream | error; PSNR first below "
+          f"{cfg.psnr_threshold:g} dB per row: {lost})")
 
 
 def train_agent(cfg: DictConfig) -> dict:
@@ -137,8 +162,33 @@ def train_agent(cfg: DictConfig) -> dict:
     acfg = dataclass_from_dict(DreamAgentConfig, _kwargs(cfg.agent))
     result = train_agent_in_dream(cfg.checkpoint, cfg.out, acfg, data_dir=cfg.data_dir, progress=bool(cfg.progress),
                                   precision=cfg.get("precision", "auto"))
-    atomic_write_json(Path(cfg.out).with_suffix(".json"), result)
+    atomic_write_json(Path(cfg.out).with_name("agent_eval.json"), result)
     print(json.dumps({k: result[k] for k in ("dream_steps", "dream_steps_per_s")}, indent=None))
+    return result
+
+
+def evaluate_agent(cfg: DictConfig) -> dict:
+    from worldsim.agents.agent_file import agent_paths
+    from worldsim.agents.evaluate import AgentEvalConfig, evaluate_agent as run_eval
+    from worldsim.config import dataclass_from_dict
+    from worldsim.io import atomic_write_json
+
+    if OmegaConf.is_missing(cfg, "path"):
+        raise ValueError("say which agent: `worldsim evaluate-agent path=runs/boxing/small/agent.json`.")
+    ecfg = dataclass_from_dict(AgentEvalConfig, {k: v for k, v in _kwargs(cfg).items() if k not in ("path", "out")})
+    result = run_eval(cfg.path, ecfg)
+    record = agent_paths(cfg.path)[0]
+    out = Path(cfg.out) if cfg.out else record.with_name(f"{record.stem}_evaluation.json")
+    atomic_write_json(out, result)
+    r = result["real"]
+    line = f"real {result['protocol']}: {r['mean_return']:.1f} [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}] over {r['episodes']} episodes"
+    if result.get("hns"):
+        line += f", HNS {result['hns']['mean']:.3f}"
+    if "random" in result:
+        line += f"; random {result['random']['mean_return']:.1f}"
+    if "dream" in result:
+        line += f"; in the dream {result['dream']['mean_return']:.1f} (gap {result['dream_to_real_gap']:+.1f})"
+    print(line + f"\nwritten to {out}")
     return result
 
 
@@ -175,11 +225,28 @@ def run(cfg: DictConfig) -> None:
     stage("evaluate world model", evaluate_world_model, {
         **base, "checkpoint": ckpt, "data_dir": cfg.heldout_dir, "split": "all", "batch_size": 50,
         "sampling_steps": None, "out_dir": str(run_dir / "eval"), "device": "cpu", **_kwargs(cfg.evaluate)})
-    stage("dream video", dream, {**base, "checkpoint": ckpt, "data_dir": cfg.heldout_dir, "split": "all", "rows": 4,
-                                 "steps": 48, "out": str(run_dir / "dream.mp4"), "device": "cpu"})
+    stage("rollout video", rollout, {**base, "checkpoint": ckpt, "data_dir": cfg.heldout_dir, "split": "all",
+                                     "rows": 4, "steps": 48, "sampling_steps": None, "psnr_threshold": 20.0, "scale": 3,
+                                     "fps": 15, "out": str(run_dir / "dream.mp4"), "gif": str(run_dir / "dream.gif"),
+                                     "device": "cpu"})
     stage("train agent in the dream", train_agent, {**base, "checkpoint": ckpt, "data_dir": cfg.data_dir,
-                                                    "out": str(run_dir / "agent.zip"), "agent": cfg.agent})
+                                                    "out": str(run_dir / "agent.json"), "agent": cfg.agent})
     timings["total"] = time.perf_counter() - t0
     atomic_write_json(run_dir / "timings.json", timings)
     path = write_report(run_dir, OmegaConf.to_container(cfg, resolve=True))
-    print(f"\nreport: {path}")
+    print(f"\nreport: {path.with_suffix('.html').resolve()} (open it in a browser; also {path.name}, report.json)")
+
+
+def report(cfg: DictConfig) -> None:
+    """(Re)write report.md / report.html / report.json of a run directory from the files in it."""
+    from worldsim.evaluation.report import write_report
+
+    if OmegaConf.is_missing(cfg, "run_dir"):
+        raise ValueError("say which run: `worldsim report run_dir=runs/boxing/small`.")
+    run_dir = Path(cfg.run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"No run directory {run_dir}: run `worldsim run` (or name an existing run_dir).")
+    previous = run_dir / "report.json"
+    config = json.loads(previous.read_text()).get("config", {}) if previous.exists() else {}
+    path = write_report(run_dir, config)
+    print(f"report: {path.with_suffix('.html')} (and {path.name}, report.json)")

@@ -5,13 +5,14 @@
   ``[min_hold, max_hold]`` (1-9 by default). Held actions move the agent across the screen and let
   effects play out, so a world model sees far more of the state space than under per-step uniform
   noise, which mostly jitters in place.
-* ``agent``: a saved stable-baselines3 agent (``.zip``), acting on the observations.
+* ``agent``: a trained agent acting on the observations, given as ``actor(obs) -> actions`` by the
+  caller (the command line loads it from an agent file, :mod:`worldsim.agents.agent_file`: this
+  stage does not know how agents are stored).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -58,31 +59,14 @@ class StickyRandomPolicy(RandomPolicy):
         self.left[index] = 0
 
 
-class SB3Policy:
-    """A saved stable-baselines3 agent; the algorithm is read from the file (PPO, A2C, DQN)."""
+class AgentPolicy:
+    """A trained agent: ``actor`` maps a batch of observations (n, h, w, c) to actions (n,)."""
 
-    def __init__(self, path: str | Path, num_envs: int, deterministic: bool = False, seed: int = 0) -> None:
-        import stable_baselines3 as sb3
-
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"No saved agent at {path}. Train one with `worldsim train-agent` or fix policy.path.")
-        errors = []
-        for algo in (sb3.PPO, sb3.A2C, sb3.DQN):
-            try:
-                self.model = algo.load(path, device="cpu")
-                break
-            except Exception as e:  # noqa: BLE001 - try the next algorithm
-                errors.append(f"{algo.__name__}: {e}")
-        else:
-            raise ValueError(f"{path} is not a stable-baselines3 PPO/A2C/DQN agent:\n  " + "\n  ".join(errors))
-        self.model.set_random_seed(seed)
-        self.deterministic = deterministic
-        self.num_envs = num_envs
+    def __init__(self, actor: Callable[[np.ndarray], np.ndarray], num_envs: int) -> None:
+        self.actor, self.num_envs = actor, num_envs
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        actions, _ = self.model.predict(obs, deterministic=self.deterministic)
-        return np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
+        return np.asarray(self.actor(obs), dtype=np.int64).reshape(self.num_envs)
 
     def episode_done(self, index: int) -> None:
         pass
@@ -94,7 +78,8 @@ def make_policy(name: str, num_actions: int, num_envs: int, seed: int, **kwargs)
     if name == "sticky_random":
         return StickyRandomPolicy(num_actions, num_envs, seed, int(kwargs.get("min_hold", 1)), int(kwargs.get("max_hold", 9)))
     if name == "agent":
-        if not kwargs.get("path") or kwargs.get("path") == "???":
-            raise ValueError("policy=agent needs policy.path=/path/to/agent.zip (a stable-baselines3 save).")
-        return SB3Policy(kwargs["path"], num_envs, bool(kwargs.get("deterministic", False)), seed)
+        if not callable(kwargs.get("actor")):
+            raise ValueError("policy=agent needs the agent: on the command line policy.path=/path/to/agent.json "
+                             "(an agent file written by `worldsim train-agent`).")
+        return AgentPolicy(kwargs["actor"], num_envs)
     raise ValueError(f"Unknown policy {name!r}: use random, sticky_random or agent (with policy.path=...).")

@@ -1,4 +1,5 @@
-"""The end-of-run report: every figure a run produced, gathered into ``report.md`` and ``report.json``."""
+"""The end-of-run report: every figure a run produced, gathered into ``report.md``, ``report.html``
+(one static page, :mod:`worldsim.evaluation.html`) and ``report.json``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from worldsim.evaluation.html import report_html
 from worldsim.evaluation.tables import evaluation_markdown
 from worldsim.io import atomic_write_json, atomic_write_text
 from worldsim.models.checkpoint import load_checkpoint
@@ -29,10 +31,14 @@ def write_report(run_dir: str | Path, config: dict[str, Any]) -> Path:
         "tokenizer": _ckpt_metrics(run_dir / "tokenizer.pt"),
         "world_model": _ckpt_metrics(run_dir / "world_model.pt"),
         "evaluation": _json(run_dir / "eval" / "world_model_eval.json"),
-        "agent": _json(run_dir / "agent.json"),
+        "agent": _json(run_dir / "agent_eval.json"),
         "timings_s": _json(run_dir / "timings.json"),
     }
     atomic_write_json(run_dir / "report.json", report)
+
+    def image(alt: str, rel: str) -> list[str]:  # only files that exist: the page must not link missing ones
+        return [f"![{alt}]({rel})", ""] if (run_dir / rel).exists() else []
+
     lines = [f"# worldsim run: {config.get('env', {}).get('tag', '?')} / {config.get('model', {}).get('name', '?')}", ""]
     tok = report["tokenizer"]
     if tok:
@@ -45,8 +51,11 @@ def write_report(run_dir: str | Path, config: dict[str, Any]) -> Path:
                   f"({wm.get('samples_per_s', 0):.1f} windows/s).", ""]
     ev = report["evaluation"]
     if ev:
-        lines += ["## Rollouts on held-out play", "", evaluation_markdown(ev),
-                  "![rollout metrics](eval/world_model_eval.png)", "", "Video: `dream.mp4` (left real, right dream).", ""]
+        lines += ["## Rollouts on held-out play", "", *evaluation_markdown(ev).splitlines(), "",
+                  *image("rollout metrics", "eval/world_model_eval.png"), *image("real | dream | error", "dream.gif")]
+        if (run_dir / "dream.mp4").exists():
+            lines += ["Video: `dream.mp4` (real | dream | per-pixel error; the dream's border turns red once its "
+                      "PSNR falls below 20 dB).", ""]
     ag = report["agent"]
     if ag:
         lines += ["## Agent trained in the dream", f"PPO, {ag['dream_steps']} dream steps "
@@ -58,4 +67,5 @@ def write_report(run_dir: str | Path, config: dict[str, Any]) -> Path:
         lines += ["## Time", " · ".join(f"{k} {v / 60:.1f} min" for k, v in report["timings_s"].items()), ""]
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(lines))
+    atomic_write_text(run_dir / "report.html", report_html(lines[0].lstrip("# "), lines, run_dir, config))
     return path

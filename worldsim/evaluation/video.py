@@ -1,8 +1,16 @@
-"""Rollout videos: real play beside the dream under the same recorded actions."""
+"""Rollout videos: real play | the dream under the same actions | their per-pixel error.
+
+Each row of the video is one held-out window: ``C`` real frames start the dream, which then follows
+the recorded actions. Every frame carries its index, the action taken and the reward, true and
+predicted by the model's head; the dream panel's border turns red from the first generated frame
+whose PSNR against the real one falls below ``psnr_threshold`` (the horizon where the dream "loses"
+the game), and stays red. Written as MP4 or GIF (by the suffix), atomically.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -10,37 +18,92 @@ import torch
 from worldsim.data.dataset import WindowDataset
 from worldsim.data.store import EpisodeStore
 from worldsim.io import atomic_write_with
+from worldsim.metrics import psnr_from_mse
 from worldsim.models.tokenizer import channels_last_frames
-from worldsim.models.world_model import WorldModel
+from worldsim.models.world_model import REWARD_CLASSES, WorldModel
+
+HEADER = 22  # pixels of text above each row of panels
+BORDER = 2
 
 
-def _upscale(frames: np.ndarray, k: int) -> np.ndarray:
-    return frames.repeat(k, -3).repeat(k, -2)
+class RolloutFrames(NamedTuple):
+    video: np.ndarray  # (T, H, W, 3) uint8, ready to encode
+    psnr: np.ndarray  # (rows, T) PSNR of every dream frame against the real one
+    first_below: list[int | None]  # per row: first horizon (1-based) whose PSNR < threshold
+
+
+def error_heatmap(real: np.ndarray, dream: np.ndarray) -> np.ndarray:
+    """(…, h, w, 3) uint8 pair -> (…, h, w, 3) uint8: mean absolute error mapped black → red → yellow."""
+    err = np.abs(real.astype(np.float32) - dream.astype(np.float32)).mean(-1) / 255.0  # (…, h, w) in [0, 1]
+    e = np.clip(err * 3.0, 0.0, 1.0)  # errors of a third of the range already saturate
+    return (np.stack([np.clip(2 * e, 0, 1), np.clip(2 * e - 1, 0, 1), np.zeros_like(e)], -1) * 255).astype(np.uint8)
+
+
+def _label(panel: np.ndarray, lines: list[str], color=(255, 255, 255)) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    img = Image.fromarray(panel)
+    draw = ImageDraw.Draw(img)
+    for i, line in enumerate(lines):
+        draw.text((3, 1 + 10 * i), line, fill=color)
+    return np.asarray(img)
+
+
+def _panel(frame: np.ndarray, scale: int, border: tuple[int, int, int] | None) -> np.ndarray:
+    big = frame.repeat(scale, 0).repeat(scale, 1)
+    out = np.zeros((big.shape[0] + 2 * BORDER, big.shape[1] + 2 * BORDER, 3), np.uint8)
+    out[:] = border if border is not None else (24, 24, 24)
+    out[BORDER:-BORDER, BORDER:-BORDER] = big
+    return out
 
 
 @torch.no_grad()
-def real_vs_dream_video(model: WorldModel, data_dir: str | Path, out_file: str | Path, rows: int = 4, steps: int = 64,
-                        split: str = "val", val_fraction: float = 0.1, seed: int = 0, scale: int = 3,
-                        fps: int = 15) -> Path:
-    """Write a video: each row one held-out window, real frames on the left, the dream on the right.
-
-    Both start from the same ``C`` real frames; the dream then follows the recorded actions.
-    """
-    import imageio.v2 as imageio
-
+def render_rollouts(model: WorldModel, data_dir: str | Path, rows: int = 4, steps: int = 64, split: str = "val",
+                    val_fraction: float = 0.1, seed: int = 0, scale: int = 3, psnr_threshold: float = 20.0,
+                    sampling_steps: int | None = None) -> RolloutFrames:
+    """The video frames of ``rows`` held-out windows dreamed for ``steps`` frames (one rollout routine:
+    :meth:`WorldModel.rollout`, as the evaluation)."""
     C = model.cfg.dit.context_frames
-    data = WindowDataset(EpisodeStore.open(data_dir), C + steps, split, val_fraction)
+    store = EpisodeStore.open(data_dir)
+    meanings = list(store.metadata.get("action_meanings", []))
+    data = WindowDataset(store, C + steps, split, val_fraction)
     g = torch.Generator().manual_seed(seed)
     batch = data.gather(data.distinct_windows(rows, g))  # frames (r, C+T, 3, h, w)
     latents = model.encode(batch.frames[:, :C])
-    out = model.rollout(latents, model.prev_actions(batch.actions[:, : C - 1]), batch.actions[:, C - 1 :], g)
+    actions = batch.actions[:, C - 1 :]  # (r, T): the action before each generated frame
+    out = model.rollout(latents, model.prev_actions(batch.actions[:, : C - 1]), actions, g, sampling_steps)
     real = channels_last_frames(batch.frames[:, C:]).numpy()  # (r, T, h, w, 3)
-    fake = channels_last_frames(model.decode(out.latents)).numpy()
-    gap = np.full((*real.shape[:3], 2, 3), 255, np.uint8)
-    side = np.concatenate([real, gap, fake], axis=3)  # (r, T, h, 2w+2, 3)
-    video = _upscale(np.concatenate(list(side), axis=1), scale)  # rows stacked vertically: (T, r·h, 2w+2, 3)
-    if Path(out_file).suffix == ".gif":
-        writer = lambda tmp: imageio.mimsave(tmp, list(video), duration=1000 / fps, loop=0)  # noqa: E731
-    else:
-        writer = lambda tmp: imageio.mimsave(tmp, list(video), fps=fps, macro_block_size=1)  # noqa: E731
-    return atomic_write_with(out_file, writer)
+    dream = channels_last_frames(model.decode(out.latents)).numpy()
+    mse = ((real.astype(np.float64) - dream) / 255.0) ** 2
+    psnr = np.vectorize(psnr_from_mse)(mse.reshape(*mse.shape[:2], -1).mean(-1))  # (r, T)
+    below = psnr < psnr_threshold
+    first_below = [int(np.argmax(b)) + 1 if b.any() else None for b in below]
+    heat = error_heatmap(real, dream)
+    pred_reward = np.asarray(REWARD_CLASSES)[out.reward_probs.argmax(-1).numpy()]  # (r, T)
+    true_reward = batch.rewards[:, C - 1 :].numpy()
+    video = []
+    for t in range(steps):
+        row_imgs = []
+        for r in range(rows):
+            lost = first_below[r] is not None and t + 1 >= first_below[r]
+            panels = [_panel(real[r, t], scale, None), _panel(dream[r, t], scale, (200, 40, 40) if lost else (40, 160, 60)),
+                      _panel(heat[r, t], scale, None)]
+            strip = np.concatenate(panels, axis=1)
+            a = int(actions[r, t])
+            name = meanings[a] if a < len(meanings) else str(a)
+            header = np.zeros((HEADER, strip.shape[1], 3), np.uint8)
+            text = [f"h={t + 1}  action {name}  reward true {true_reward[r, t]:+.0f} / dream {pred_reward[r, t]:+.0f}",
+                    f"real | dream ({psnr[r, t]:.1f} dB{', below %.0f dB since h=%d' % (psnr_threshold, first_below[r]) if lost else ''}) | error"]
+            row_imgs.append(np.concatenate([_label(header, text), strip], axis=0))
+        video.append(np.concatenate(row_imgs, axis=0))
+    return RolloutFrames(np.stack(video), psnr, first_below)
+
+
+def write_video(frames: np.ndarray, out_file: str | Path, fps: int = 15) -> Path:
+    """(T, H, W, 3) uint8 -> MP4 (H.264 via imageio-ffmpeg) or GIF, by the file suffix; atomic."""
+    import imageio.v2 as imageio
+
+    if Path(out_file).suffix.lower() == ".gif":
+        return atomic_write_with(out_file, lambda tmp: imageio.mimsave(tmp, list(frames), duration=1000 / fps, loop=0))
+    even = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # H.264 wants even sizes
+    return atomic_write_with(out_file, lambda tmp: imageio.mimsave(tmp, list(even), fps=fps, macro_block_size=1))

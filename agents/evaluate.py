@@ -1,0 +1,153 @@
+"""Score a saved agent on the **real** game, and the same agent in the dream beside it.
+
+    worldsim evaluate-agent path=runs/boxing/small/agent.json episodes=30
+
+Episodes are played with fixed seeds (``seed, seed + 1, ...``) in parallel worker processes, each
+loading the agent file itself (no pickled objects cross processes). Reported: per-episode returns,
+the mean with a percentile-bootstrap 95% interval (10,000 resamples, seeded), the human-normalized
+score where the protocol allows it (Atari 100k games under ``env=atari100k`` only: scores under the
+sticky-action presets are never normalised against the published Atari 100k references), a
+uniformly random policy in the same harness and seeds, and the agent's mean return in the dream it
+was trained in (the dream-to-real gap).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from worldsim.agents.agent_file import read_agent
+from worldsim.agents.real_eval import random_actor, score_on_real_env
+from worldsim.envs.atari_scores import REFERENCE_SCORES, human_normalized_score
+
+ATARI_100K_KWARGS = {"repeat_action_probability": 0.0, "noop_max": 30, "frame_skip": 4}
+
+
+@dataclass
+class AgentEvalConfig:
+    episodes: int = 10
+    seed: int = 10_000  # episode i is played with reset seed ``seed + i``
+    num_workers: int = 0  # 0 = one process per core
+    max_steps: int | None = None  # None: full episodes (the env's own cap)
+    deterministic: bool = False  # greedy actions instead of samples from the policy
+    dream_episodes: int = 16  # 0 skips the dream return
+    random_baseline: bool = True
+
+
+def bootstrap_ci(values: list[float], seed: int = 0, resamples: int = 10_000, level: float = 0.95) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean (Efron & Tibshirani 1993, ch. 13)."""
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) < 2:
+        return float(x.mean()), float(x.mean())
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), (resamples, len(x)))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def _play(agent: str | None, env_name: str, env_kwargs: dict, seeds: list[int], max_steps: int | None,
+          deterministic: bool, num_actions: int) -> list[tuple[float, int]]:
+    """One worker: episodes with the given reset seeds -> [(return, length)]. The policy's own
+    sampling is seeded per episode too, so a score does not depend on how episodes fall on workers."""
+    import torch
+
+    torch.set_num_threads(1)
+    policy = None
+    if agent is not None:
+        from worldsim.agents.agent_file import load_policy
+
+        policy = load_policy(agent)
+    out = []
+    for s in seeds:
+        if policy is None:
+            act = random_actor(num_actions, s)
+        else:
+            torch.manual_seed(s)
+            act = lambda obs: int(policy.predict(obs, deterministic=deterministic)[0])  # noqa: E731
+        score = score_on_real_env(act, env_name, env_kwargs, 1, seed=s, max_steps=max_steps)
+        out.append((score.returns[0], int(score.mean_length)))
+    return out
+
+
+def play_real(agent: str | None, env_name: str, env_kwargs: dict, num_actions: int, cfg: AgentEvalConfig) -> dict[str, Any]:
+    seeds = [cfg.seed + i for i in range(cfg.episodes)]
+    workers = max(1, min(cfg.num_workers or (os.cpu_count() or 1), len(seeds)))
+    chunks = [seeds[i::workers] for i in range(workers)]
+    if workers == 1:
+        results = [_play(agent, env_name, env_kwargs, chunks[0], cfg.max_steps, cfg.deterministic, num_actions)]
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            results = list(pool.map(_play, [agent] * workers, [env_name] * workers, [env_kwargs] * workers, chunks,
+                                    [cfg.max_steps] * workers, [cfg.deterministic] * workers, [num_actions] * workers))
+    by_seed = {s: r for chunk, res in zip(chunks, results) for s, r in zip(chunk, res)}
+    returns = [by_seed[s][0] for s in seeds]
+    return {"episodes": len(seeds), "seeds": seeds, "returns": returns, "lengths": [by_seed[s][1] for s in seeds],
+            "mean_return": float(np.mean(returns)), "ci95": list(bootstrap_ci(returns, cfg.seed))}
+
+
+def protocol_of(env_name: str, env_kwargs: dict) -> str:
+    if env_name != "atari":
+        return env_name
+    return "atari100k" if all(env_kwargs.get(k) == v for k, v in ATARI_100K_KWARGS.items()) else "atari_sticky"
+
+
+def _hns(game: str | None, protocol: str, real: dict) -> dict[str, Any] | None:
+    if protocol != "atari100k" or game not in REFERENCE_SCORES:
+        return None
+    return {"mean": human_normalized_score(game, real["mean_return"]),
+            "ci95": [human_normalized_score(game, v) for v in real["ci95"]]}
+
+
+def dream_return(agent: str, record: dict[str, Any], episodes: int, seed: int, deterministic: bool) -> dict[str, Any]:
+    """Mean return of the agent over its first ``episodes`` dream episodes (contexts from real play)."""
+    from worldsim.agents.agent_file import load_policy
+    from worldsim.sim.dream_env import DreamVectorEnv
+
+    horizon = int(record.get("agent_config", {}).get("horizon", 100))
+    envs = DreamVectorEnv(record["world_model"], num_envs=episodes, horizon=horizon)
+    spaces = SimpleNamespace(observation_space=envs.single_observation_space, action_space=envs.single_action_space)
+    policy = load_policy(agent, env=spaces, where="the dream")
+    obs, _ = envs.reset(seed=seed)
+    totals, done = np.zeros(episodes), np.zeros(episodes, dtype=bool)
+    while not done.all():
+        actions = policy.predict(obs, deterministic=deterministic)[0]
+        obs, rewards, term, trunc, _ = envs.step(np.asarray(actions, dtype=np.int64))
+        totals += np.where(done, 0.0, rewards)
+        done |= term | trunc
+    return {"episodes": episodes, "horizon": horizon, "returns": totals.tolist(), "mean_return": float(totals.mean()),
+            "ci95": list(bootstrap_ci(totals.tolist(), seed))}
+
+
+def evaluate_agent(agent: str | Path, cfg: AgentEvalConfig) -> dict[str, Any]:
+    """Real-game scores of an agent file (and of a random policy), its HNS and dream-to-real gap."""
+    if cfg.episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {cfg.episodes}.")
+    record, _ = read_agent(agent)
+    env = record.get("env")
+    if not env or "env" not in env:
+        raise ValueError(f"{agent} does not record which env it was trained for; it cannot be scored on a real game.")
+    env_name, env_kwargs = env["env"], dict(env.get("env_kwargs", {}))
+    num_actions = int(record["action_space"]["n"])
+    protocol = protocol_of(env_name, env_kwargs)
+    game = env_kwargs.get("game")
+    real = play_real(str(agent), env_name, env_kwargs, num_actions, cfg)
+    result: dict[str, Any] = {"agent": str(agent), "env": env, "protocol": protocol, "real": real,
+                              "hns": _hns(game, protocol, real), "num_timesteps": record.get("num_timesteps")}
+    if protocol == "atari_sticky":
+        result["hns_note"] = ("sticky-action preset: not the Atari 100k protocol, so no human-normalized score "
+                              "(train and score under env=atari100k for that)")
+    if cfg.random_baseline:
+        rand = play_real(None, env_name, env_kwargs, num_actions, cfg)
+        result["random"] = {**rand, "hns": _hns(game, protocol, rand)}
+    if cfg.dream_episodes and record.get("world_model") and Path(record["world_model"]).exists():
+        dream = dream_return(str(agent), record, cfg.dream_episodes, cfg.seed, cfg.deterministic)
+        result["dream"] = dream
+        result["dream_to_real_gap"] = dream["mean_return"] - real["mean_return"]
+    return result

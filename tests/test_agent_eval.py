@@ -1,0 +1,66 @@
+"""`worldsim evaluate-agent`: fixed seeds in parallel workers give the same scores as one worker,
+bootstrap intervals, the random baseline and the dream return; HNS only under the Atari 100k protocol."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from worldsim.agents.evaluate import AgentEvalConfig, _hns, bootstrap_ci, evaluate_agent, protocol_of
+from worldsim.cli import main
+
+
+@pytest.fixture(scope="module")
+def agent(tiny_world_model, tmp_path_factory):
+    run = tmp_path_factory.mktemp("agent_eval")
+    ckpt = run / "world_model.pt"
+    shutil.copy(tiny_world_model["world_model"], ckpt)
+    out = run / "agent.json"
+    assert main(["train-agent", f"checkpoint={ckpt}", f"data_dir={tiny_world_model['data_dir']}", f"out={out}",
+                 "progress=false", "agent.steps=32", "agent.num_envs=2", "agent.n_steps=16", "agent.batch_size=32",
+                 "agent.horizon=8", "agent.eval_episodes=1", "agent.eval_max_steps=20"]) == 0
+    return out
+
+
+def test_scores_do_not_depend_on_the_number_of_workers(agent):
+    cfg = dict(episodes=3, max_steps=25, dream_episodes=0, random_baseline=False)
+    one = evaluate_agent(agent, AgentEvalConfig(num_workers=1, **cfg))
+    two = evaluate_agent(agent, AgentEvalConfig(num_workers=2, **cfg))
+    assert one["real"]["returns"] == two["real"]["returns"] and one["real"]["seeds"] == [10000, 10001, 10002]
+    assert one["real"]["lengths"] == [25, 25, 25]
+
+
+def test_cli_writes_real_random_and_dream_scores(agent, capsys):
+    assert main(["evaluate-agent", f"path={agent}", "episodes=2", "max_steps=20", "num_workers=1",
+                 "dream_episodes=2"]) == 0
+    result = json.loads(agent.with_name("agent_evaluation.json").read_text())
+    real = result["real"]
+    assert real["episodes"] == 2 and real["ci95"][0] <= real["mean_return"] <= real["ci95"][1]
+    assert result["random"]["episodes"] == 2
+    assert result["dream"]["episodes"] == 2 and result["dream"]["horizon"] == 8
+    assert result["dream_to_real_gap"] == pytest.approx(result["dream"]["mean_return"] - real["mean_return"])
+    assert result["protocol"] == "atari_sticky" and result["hns"] is None and "not the Atari 100k" in result["hns_note"]
+    assert "real atari_sticky" in capsys.readouterr().out
+
+
+def test_evaluate_agent_bad_input(agent, tmp_path, capsys):
+    assert main(["evaluate-agent"]) == 1
+    assert "say which agent" in capsys.readouterr().err
+    assert main(["evaluate-agent", f"path={tmp_path / 'none.json'}"]) == 1
+    assert "No agent record" in capsys.readouterr().err
+    assert main(["evaluate-agent", f"path={agent}", "episodes=0"]) == 1
+    assert "episodes must be >= 1" in capsys.readouterr().err
+
+
+def test_bootstrap_interval_and_hns_rules():
+    lo, hi = bootstrap_ci([1.0, 2.0, 3.0, 4.0, 100.0], seed=0)
+    assert lo < np.mean([1, 2, 3, 4, 100]) < hi and lo >= 1.0 and hi <= 100.0
+    assert bootstrap_ci([5.0, 5.0, 5.0]) == (5.0, 5.0)
+    assert protocol_of("atari", {"repeat_action_probability": 0.0, "noop_max": 30, "frame_skip": 4}) == "atari100k"
+    assert protocol_of("atari", {"repeat_action_probability": 0.25, "noop_max": 0, "frame_skip": 4}) == "atari_sticky"
+    real = {"mean_return": 12.1, "ci95": [0.1, 12.1]}
+    assert _hns("boxing", "atari100k", real) == {"mean": pytest.approx(1.0), "ci95": [0.0, pytest.approx(1.0)]}
+    assert _hns("boxing", "atari_sticky", real) is None and _hns("tetris", "atari100k", real) is None
