@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: Xvfb and Mesa for MiniWorld's headless OpenGL, ffmpeg for rollout videos.
-APT_PACKAGES="xvfb libosmesa6 libegl1 libgl1-mesa-dri ffmpeg"
+# Debian packages: Xvfb and Mesa for MiniWorld's headless OpenGL, ffmpeg for rollout videos,
+# Chromium and its WebDriver for the browser test of the run report (pytest -m slow).
+APT_PACKAGES="xvfb libosmesa6 libegl1 libgl1-mesa-dri ffmpeg chromium chromium-driver"
 if command -v apt-get >/dev/null 2>&1; then
   missing=""
   for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
