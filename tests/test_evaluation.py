@@ -112,3 +112,16 @@ def test_markdown_to_html_subset():
     assert "&lt;tag&gt;" in page  # text is escaped
     assert "<th>h</th><th>1</th>" in page and "<td>x</td><td>2</td>" in page and "---" not in page
     assert '<img src="p.png" alt="alt">' in page
+
+
+def test_training_curves_from_jsonl_alone(tmp_path):
+    from worldsim.evaluation.plots import plot_training_curves, read_jsonl
+
+    folder = tmp_path / "world_model"
+    folder.mkdir()
+    rows = [{"step": s, "wm/diffusion_loss": 1.0 / s, "wm/reward_loss": 0.5, "wm/end_loss": 0.1} for s in (10, 20, 30)]
+    (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + '\n{"step": 40, "wm/diff')
+    assert [r["step"] for r in read_jsonl(folder / "metrics.jsonl")] == [10, 20, 30]  # the torn line is skipped
+    written = plot_training_curves(tmp_path)
+    assert written == [folder / "training_curves.png"] and written[0].stat().st_size > 1000
+    assert plot_training_curves(tmp_path / "nothing") == []

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from worldsim.evaluation.html import report_html
+from worldsim.evaluation.plots import plot_training_curves
 from worldsim.evaluation.tables import evaluation_markdown
 from worldsim.io import atomic_write_json, atomic_write_text
 from worldsim.models.checkpoint import load_checkpoint
@@ -35,6 +36,7 @@ def write_report(run_dir: str | Path, config: dict[str, Any]) -> Path:
         "timings_s": _json(run_dir / "timings.json"),
     }
     atomic_write_json(run_dir / "report.json", report)
+    plot_training_curves(run_dir)
 
     def image(alt: str, rel: str) -> list[str]:  # only files that exist: the page must not link missing ones
         return [f"![{alt}]({rel})", ""] if (run_dir / rel).exists() else []
@@ -44,11 +46,13 @@ def write_report(run_dir: str | Path, config: dict[str, Any]) -> Path:
     if tok:
         lines += ["## Tokenizer", f"held-out reconstruction PSNR **{tok.get('psnr', float('nan')):.2f} dB**, motion PSNR "
                   f"**{tok.get('motion_psnr', float('nan')):.2f} dB**, latent {tok.get('latent_shape')}, "
-                  f"{tok.get('step')} steps in {tok.get('train_seconds', 0) / 60:.1f} min.", ""]
+                  f"{tok.get('step')} steps in {tok.get('train_seconds', 0) / 60:.1f} min.", "",
+                  *image("tokenizer training curves", "tokenizer/training_curves.png")]
     wm = report["world_model"]
     if wm:
         lines += ["## World model", f"{wm.get('step')} steps in {wm.get('train_seconds', 0) / 60:.1f} min "
-                  f"({wm.get('samples_per_s', 0):.1f} windows/s).", ""]
+                  f"({wm.get('samples_per_s', 0):.1f} windows/s).", "",
+                  *image("world-model training curves", "world_model/training_curves.png")]
     ev = report["evaluation"]
     if ev:
         lines += ["## Rollouts on held-out play", "", *evaluation_markdown(ev).splitlines(), "",
