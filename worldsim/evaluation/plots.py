@@ -26,8 +26,7 @@ def read_jsonl(path: Path) -> list[dict[str, float]]:
 
 
 def plot_training_curves(run_dir: str | Path) -> list[Path]:
-    """One PNG per metrics file present: ``<stage>/training_curves.png``. Resumed runs append to the
-    same file, so a step logged twice keeps its last value."""
+    """One PNG per metrics file present: ``<stage>/training_curves.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,7 +37,10 @@ def plot_training_curves(run_dir: str | Path) -> list[Path]:
         path = Path(run_dir) / rel
         if not path.exists():
             continue
-        by_step = {int(r["step"]): r for r in read_jsonl(path) if "step" in r}
+        by_step: dict[int, dict[str, float]] = {}
+        for r in read_jsonl(path):  # rows of one step merge (train and held-out scalars); a resumed step keeps its last values
+            if "step" in r:
+                by_step.setdefault(int(r["step"]), {}).update(r)
         steps = sorted(by_step)
         keys = [k for k in keys if any(k in by_step[s] for s in steps)]
         if not steps or not keys:
