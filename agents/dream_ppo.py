@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecMonitor
 
 from worldsim.agents.agent_file import agent_paths, restore_ppo, save_agent
@@ -41,24 +42,18 @@ class DreamAgentConfig:
     device: str = "cpu"
 
 
-class _PeriodicSave:
-    """An SB3 callback writing the agent file every ``every`` steps (resume point of an interrupted run)."""
+class PeriodicSave(BaseCallback):
+    """Writes the agent file every ``every`` steps: the resume point of an interrupted run."""
 
-    def __new__(cls, out: Path, every: int, extra: dict[str, Any]):
-        from stable_baselines3.common.callbacks import BaseCallback
+    def __init__(self, out: Path, every: int, extra: dict[str, Any]) -> None:
+        super().__init__()
+        self.out, self.every, self.extra, self.last = out, every, extra, 0
 
-        class PeriodicSave(BaseCallback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.last = 0
-
-            def _on_step(self) -> bool:
-                if self.num_timesteps - self.last >= every:
-                    save_agent(out, self.model, extra)
-                    self.last = self.num_timesteps
-                return True
-
-        return PeriodicSave()
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self.last >= self.every:
+            save_agent(self.out, self.model, self.extra)
+            self.last = self.num_timesteps
+        return True
 
 
 def train_agent_in_dream(checkpoint: str | Path, out: str | Path, cfg: DreamAgentConfig,
@@ -88,7 +83,7 @@ def train_agent_in_dream(checkpoint: str | Path, out: str | Path, cfg: DreamAgen
         done_steps = 0
     if done_steps < cfg.steps:
         agent.learn(cfg.steps - done_steps, progress_bar=False, reset_num_timesteps=done_steps == 0,
-                    callback=_PeriodicSave(out, cfg.ckpt_every, extra))
+                    callback=PeriodicSave(out, cfg.ckpt_every, extra))
         save_agent(out, agent, extra)
     dream_seconds = time.perf_counter() - t0
     ep_info = list(agent.ep_info_buffer) if agent.ep_info_buffer is not None else []

@@ -64,3 +64,17 @@ def test_bootstrap_interval_and_hns_rules():
     real = {"mean_return": 12.1, "ci95": [0.1, 12.1]}
     assert _hns("boxing", "atari100k", real) == {"mean": pytest.approx(1.0), "ci95": [0.0, pytest.approx(1.0)]}
     assert _hns("boxing", "atari_sticky", real) is None and _hns("tetris", "atari100k", real) is None
+
+
+def test_train_agent_resumes_from_its_agent_file(agent, tiny_world_model, tmp_path, capsys):
+    import json as _json
+
+    for name in ("agent.json", "agent.safetensors", "world_model.pt"):
+        shutil.copy(agent.with_name(name), tmp_path / name)
+    out = tmp_path / "agent.json"
+    before = _json.loads(out.read_text())["num_timesteps"]
+    assert main(["train-agent", f"checkpoint={tmp_path / 'world_model.pt'}", f"data_dir={tiny_world_model['data_dir']}",
+                 f"out={out}", "agent.steps=64", "agent.num_envs=2", "agent.n_steps=16", "agent.batch_size=32",
+                 "agent.horizon=8", "agent.eval_episodes=1", "agent.eval_max_steps=20", "agent.ckpt_every=16"]) == 0
+    assert f"resuming the agent from {out} at {before} of 64 dream steps" in capsys.readouterr().out
+    assert _json.loads(out.read_text())["num_timesteps"] >= 64 > before
