@@ -17,16 +17,16 @@ def _kwargs(node) -> dict:
 
 def _agent_actor(path: str, env_meta: dict, deterministic: bool):
     """An agent file's policy as ``actor(obs) -> actions``, checked against the env it will play."""
+    from types import SimpleNamespace
+
     import gymnasium as gym
     import numpy as np
 
     from worldsim.agents.agent_file import load_policy
 
-    class Spaces:
-        observation_space = gym.spaces.Box(0, 255, tuple(env_meta["frame_shape"]), np.uint8)
-        action_space = gym.spaces.Discrete(int(env_meta["num_actions"]))
-
-    policy = load_policy(path, env=Spaces(), where=f"{env_meta['env']} {env_meta.get('env_kwargs', {})}")
+    spaces = SimpleNamespace(observation_space=gym.spaces.Box(0, 255, tuple(env_meta["frame_shape"]), np.uint8),
+                             action_space=gym.spaces.Discrete(int(env_meta["num_actions"])))
+    policy = load_policy(path, env=spaces, where=f"{env_meta['env']} {env_meta.get('env_kwargs', {})}")
     return lambda obs: policy.predict(obs, deterministic=deterministic)[0]
 
 

@@ -244,7 +244,8 @@ class DiT(nn.Module):
     # ------------------------------------------------------------------ cached generation
     def new_cache(self, batch_size: int, hw: tuple[int, int], like: torch.Tensor) -> DiTCache:
         """An empty cache for ``batch_size`` rollouts of latent frames of size ``hw`` (dtype / device of ``like``)."""
-        C, n = self.cfg.context_frames, self.grid(*hw)[0] * self.grid(*hw)[1]
+        hp, wp = self.grid(*hw)
+        C, n = self.cfg.context_frames, hp * wp
         shape = (batch_size, self.cfg.heads, (C + 1) * n, self.head_dim)  # C ring slots + scratch
         cache = DiTCache([like.new_zeros(shape) for _ in self.blocks], [like.new_zeros(shape) for _ in self.blocks], n, C)
         cache.recent = torch.zeros((batch_size, self.cfg.stack_frames, self.cfg.latent_channels, *hw), device=like.device)
