@@ -19,7 +19,7 @@ PACKAGE_DIRS = {"worldsim": ROOT / "worldsim", "worldsim.envs": ROOT / "envs", "
 # its own stage, the shared helpers and earlier stages, never a later one or a sibling of its stage.
 STAGE = {"worldsim.envs": 0, "worldsim.data": 1, "worldsim.models": 2, "worldsim.diffusion": 2, "worldsim.metrics": 2,
          "worldsim.training": 3, "worldsim.sim": 3, "worldsim.evaluation": 3, "worldsim.agents": 4,
-         "worldsim.commands": 5, "worldsim.cli": 5}
+         "worldsim.loop": 5, "worldsim.commands": 5, "worldsim.cli": 5}
 SIBLINGS_APART = {3}  # training, the dream and evaluation are three branches: none imports another
 SHARED = {"worldsim", "worldsim.io", "worldsim.runtime", "worldsim.config", "worldsim.configs"}
 
@@ -100,10 +100,10 @@ def test_default_configs_build_the_small_preset():
 
 
 def test_agent_hyperparameters_have_one_home():
-    from worldsim.agents.dream_ppo import DreamAgentConfig
+    from worldsim.agents.ppo import AgentConfig
 
     yaml = OmegaConf.to_container(OmegaConf.load(config_dir() / "agent" / "ppo.yaml"))
-    assert yaml == asdict(DreamAgentConfig())
+    assert yaml == asdict(AgentConfig())
     for name in ("run.yaml", "train_agent.yaml"):  # they pick the group and override at most the budget
         node = OmegaConf.to_container(OmegaConf.load(config_dir() / name))
         assert "agent: ppo" in [f"{k}: {v}" for d in node["defaults"] if isinstance(d, dict) for k, v in d.items()]

@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                     "train an agent in the dream, score it on the real game"),
     "evaluate-agent": ("evaluate_agent", "worldsim.commands:evaluate_agent",
                        "score a saved agent on the real game (and in its dream) beside a random policy"),
+    "train-model-free": ("train_model_free", "worldsim.commands:train_model_free",
+                         "the model-free baseline: the same PPO trained on the real game"),
+    "loop": ("loop", "worldsim.commands:loop",
+             "the model-based loop: collect with the agent, continue the world model, train the agent in the dream"),
     "report": ("report", "worldsim.commands:report", "write a run's report (Markdown, one HTML page, JSON)"),
     "run": ("run", "worldsim.commands:run", "the whole pipeline end to end (default: small, CPU)"),
 }

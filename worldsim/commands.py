@@ -155,13 +155,14 @@ def rollout(cfg: DictConfig) -> None:
 def train_agent(cfg: DictConfig) -> dict:
     import json
 
-    from worldsim.agents.dream_ppo import DreamAgentConfig, train_agent_in_dream
+    from worldsim.agents.dream_ppo import train_agent_in_dream
+    from worldsim.agents.ppo import AgentConfig
     from worldsim.config import dataclass_from_dict
     from worldsim.io import atomic_write_json
 
-    acfg = dataclass_from_dict(DreamAgentConfig, _kwargs(cfg.agent))
+    acfg = dataclass_from_dict(AgentConfig, _kwargs(cfg.agent))
     result = train_agent_in_dream(cfg.checkpoint, cfg.out, acfg, data_dir=cfg.data_dir, progress=bool(cfg.progress),
-                                  precision=cfg.get("precision", "auto"))
+                                  precision=cfg.get("precision", "auto"), score=bool(cfg.get("score", True)))
     atomic_write_json(Path(cfg.out).with_name("agent_eval.json"), result)
     print(json.dumps({k: result[k] for k in ("dream_steps", "dream_steps_per_s")}, indent=None))
     return result
@@ -190,6 +191,48 @@ def evaluate_agent(cfg: DictConfig) -> dict:
         line += f"; in the dream {result['dream']['mean_return']:.1f} (gap {result['dream_to_real_gap']:+.1f})"
     print(line + f"\nwritten to {out}")
     return result
+
+
+def train_model_free(cfg: DictConfig) -> dict:
+    from worldsim.agents.ppo import AgentConfig
+    from worldsim.agents.real_ppo import train_model_free as run_train
+    from worldsim.config import dataclass_from_dict
+
+    acfg = dataclass_from_dict(AgentConfig, _kwargs(cfg.agent))
+    result = run_train(cfg.env.name, _kwargs(cfg.env.kwargs), _env_meta(cfg), cfg.out, acfg, progress=bool(cfg.progress))
+    print(f"model-free agent: {result['real_steps']} real steps ({result['steps_per_s']:.0f} steps/s); saved {cfg.out}\n"
+          f"score it: worldsim evaluate-agent path={cfg.out}")
+    return result
+
+
+def loop(cfg: DictConfig) -> dict:
+    from worldsim.agents.ppo import AgentConfig
+    from worldsim.config import dataclass_from_dict
+    from worldsim.loop import LoopConfig, run_loop
+
+    from worldsim.evaluation.report import write_report
+
+    lcfg = dataclass_from_dict(LoopConfig, _kwargs(cfg.loop))
+    acfg = dataclass_from_dict(AgentConfig, _kwargs(cfg.agent))
+    result = run_loop(cfg.env.name, _kwargs(cfg.env.kwargs), cfg.run_dir, _kwargs(cfg.model), lcfg, acfg,
+                      seed=int(cfg.seed), device=cfg.device, precision=cfg.precision,
+                      val_fraction=float(cfg.val_fraction), progress=bool(cfg.progress))
+    path = write_report(cfg.run_dir, OmegaConf.to_container(cfg, resolve=True))
+    print(f"report: {path.with_suffix('.html').resolve()}")
+    return result
+
+
+def score(cfg: DictConfig) -> dict:
+    """The run's dream agent on the real game beside random and model-free (same real steps as the store)."""
+    from worldsim.agents.baselines import score_with_baselines
+    from worldsim.agents.ppo import AgentConfig
+    from worldsim.config import dataclass_from_dict
+    from worldsim.data.store import EpisodeStore
+
+    real_steps = EpisodeStore.open(cfg.data_dir).total_steps()
+    return score_with_baselines(cfg.run_dir, cfg.env.name, _kwargs(cfg.env.kwargs), _env_meta(cfg), real_steps,
+                                dataclass_from_dict(AgentConfig, _kwargs(cfg.agent)), int(cfg.score.episodes),
+                                bool(cfg.score.model_free), progress=bool(cfg.progress))
 
 
 def run(cfg: DictConfig) -> None:
@@ -230,7 +273,9 @@ def run(cfg: DictConfig) -> None:
                                      "fps": 15, "out": str(run_dir / "dream.mp4"), "gif": str(run_dir / "dream.gif"),
                                      "device": "cpu"})
     stage("train agent in the dream", train_agent, {**base, "checkpoint": ckpt, "data_dir": cfg.data_dir,
-                                                    "out": str(run_dir / "agent.json"), "agent": cfg.agent})
+                                                    "out": str(run_dir / "agent.json"), "agent": cfg.agent,
+                                                    "score": False})
+    stage("score on the real game", score, {**base, "data_dir": cfg.data_dir, "agent": cfg.agent, "score": cfg.score})
     timings["total"] = time.perf_counter() - t0
     atomic_write_json(run_dir / "timings.json", timings)
     path = write_report(run_dir, OmegaConf.to_container(cfg, resolve=True))

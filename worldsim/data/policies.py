@@ -6,7 +6,8 @@
   effects play out, so a world model sees far more of the state space than under per-step uniform
   noise, which mostly jitters in place.
 * ``agent``: a trained agent acting on the observations, given as ``actor(obs) -> actions`` by the
-  caller (the command line loads it from an agent file, :mod:`worldsim.agents.agent_file`: this
+  caller, with probability ``epsilon`` replaced by a uniform action (the exploration of the Atari
+  100k world-model agents: DIAMOND and IRIS collect with epsilon = 0.01) (the command line loads it from an agent file, :mod:`worldsim.agents.agent_file`: this
   stage does not know how agents are stored).
 """
 
@@ -60,13 +61,20 @@ class StickyRandomPolicy(RandomPolicy):
 
 
 class AgentPolicy:
-    """A trained agent: ``actor`` maps a batch of observations (n, h, w, c) to actions (n,)."""
+    """A trained agent: ``actor`` maps a batch of observations (n, h, w, c) to actions (n,); each
+    action is replaced by a uniform one with probability ``epsilon`` (seeded)."""
 
-    def __init__(self, actor: Callable[[np.ndarray], np.ndarray], num_envs: int) -> None:
-        self.actor, self.num_envs = actor, num_envs
+    def __init__(self, actor: Callable[[np.ndarray], np.ndarray], num_envs: int, num_actions: int,
+                 epsilon: float = 0.0, seed: int = 0) -> None:
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"policy.epsilon must be in [0, 1], got {epsilon}.")
+        self.actor, self.num_envs, self.num_actions, self.epsilon = actor, num_envs, num_actions, epsilon
+        self.rng = np.random.default_rng(seed)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        return np.asarray(self.actor(obs), dtype=np.int64).reshape(self.num_envs)
+        actions = np.asarray(self.actor(obs), dtype=np.int64).reshape(self.num_envs)
+        explore = self.rng.random(self.num_envs) < self.epsilon
+        return np.where(explore, self.rng.integers(0, self.num_actions, self.num_envs), actions)
 
     def episode_done(self, index: int) -> None:
         pass
@@ -81,5 +89,5 @@ def make_policy(name: str, num_actions: int, num_envs: int, seed: int, **kwargs)
         if not callable(kwargs.get("actor")):
             raise ValueError("policy=agent needs the agent: on the command line policy.path=/path/to/agent.json "
                              "(an agent file written by `worldsim train-agent`).")
-        return AgentPolicy(kwargs["actor"], num_envs)
+        return AgentPolicy(kwargs["actor"], num_envs, num_actions, float(kwargs.get("epsilon", 0.0)), seed)
     raise ValueError(f"Unknown policy {name!r}: use random, sticky_random or agent (with policy.path=...).")

@@ -25,6 +25,44 @@ def _ckpt_metrics(path: Path) -> dict[str, Any] | None:
     return {"step": ck.get("step"), **ck.get("metrics", {})}
 
 
+def real_game_table(ev: dict[str, Any]) -> list[str]:
+    """Dream agent, random and model-free on the same real episodes (evaluation.json)."""
+    d = ev["dream_agent"]
+    rows = [("dream agent (PPO in the dream)", d["real"], d.get("hns"))]
+    if "random" in d:
+        rows.append(("random policy", d["random"], d["random"].get("hns")))
+    if "model_free" in ev:
+        rows.append((f"model-free (PPO on the real game, {ev['model_free']['train']['real_steps']} steps)",
+                     ev["model_free"]["real"], ev["model_free"].get("hns")))
+    out = [f"Protocol `{d['protocol']}`, {ev['episodes']} episodes per policy with the same reset seeds, after "
+           f"{ev['real_steps']} real steps of play in the store. Mean return with a bootstrap 95% interval.", "",
+           "| policy | mean return | 95% interval | HNS |", "|---|---|---|---|"]
+    for name, r, hns in rows:
+        out.append(f"| {name} | {r['mean_return']:.2f} | [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] | "
+                   f"{'—' if not hns else format(hns['mean'], '.3f')} |")
+    if "dream" in d:
+        out += ["", f"The dream agent in its own dream: {d['dream']['mean_return']:.2f} over {d['dream']['episodes']} "
+                f"episodes of {d['dream']['horizon']} steps (dream − real: {d['dream_to_real_gap']:+.2f})."]
+    if d.get("hns_note"):
+        out += ["", d["hns_note"]]
+    return out
+
+
+def loop_table(state: dict[str, Any]) -> list[str]:
+    """One row per completed iteration of ``worldsim loop`` (loop.json)."""
+    out = ["| iteration | real steps | return per stored episode | dream return | tokenizer PSNR | minutes |",
+           "|---|---|---|---|---|---|"]
+    for r in state["iterations"]:
+        s = r["scalars"]
+
+        def f(key: str, fmt: str = ".2f") -> str:
+            return format(s[key], fmt) if key in s else "—"
+
+        out.append(f"| {r['iteration']} | {r['real_steps']} | {f('real/episode_return')} | {f('rl/dream_episode_return')} | "
+                   f"{f('tok/val_psnr')} | {sum(r['seconds'].values()) / 60:.1f} |")
+    return out
+
+
 def write_report(run_dir: str | Path, config: dict[str, Any]) -> Path:
     run_dir = Path(run_dir)
     report = {
@@ -33,6 +71,8 @@ def write_report(run_dir: str | Path, config: dict[str, Any]) -> Path:
         "world_model": _ckpt_metrics(run_dir / "world_model.pt"),
         "evaluation": _json(run_dir / "eval" / "world_model_eval.json"),
         "agent": _json(run_dir / "agent_eval.json"),
+        "real_game": _json(run_dir / "evaluation.json"),
+        "loop": _json(run_dir / "loop.json"),
         "timings_s": _json(run_dir / "timings.json"),
     }
     atomic_write_json(run_dir / "report.json", report)
@@ -62,11 +102,17 @@ def write_report(run_dir: str | Path, config: dict[str, Any]) -> Path:
                       "PSNR falls below 20 dB).", ""]
     ag = report["agent"]
     if ag:
-        lines += ["## Agent trained in the dream", f"PPO, {ag['dream_steps']} dream steps "
-                  f"({ag['dream_steps_per_s']:.0f} steps/s including learning). Real game: "
-                  f"**{ag['real']['mean_return']:.1f} ± {ag['real']['std_return']:.1f}** over {ag['real']['episodes']} "
-                  f"episodes; random policy {ag['random_policy_real']['mean_return']:.1f} ± "
-                  f"{ag['random_policy_real']['std_return']:.1f}. Mean dream episode return: {ag['dream_mean_episode_return']}.", ""]
+        text = (f"PPO, {ag['dream_steps']} dream steps ({ag['dream_steps_per_s']:.0f} steps/s including learning); "
+                f"mean dream episode return while training: {ag['dream_mean_episode_return']}.")
+        if "real" in ag:
+            text += (f" Real game: **{ag['real']['mean_return']:.1f} ± {ag['real']['std_return']:.1f}** over "
+                     f"{ag['real']['episodes']} episodes; random policy {ag['random_policy_real']['mean_return']:.1f} ± "
+                     f"{ag['random_policy_real']['std_return']:.1f}.")
+        lines += ["## Agent trained in the dream", text, ""]
+    if report["loop"]:
+        lines += ["## The loop", *loop_table(report["loop"]), ""]
+    if report["real_game"]:
+        lines += ["## On the real game", *real_game_table(report["real_game"]), ""]
     if report["timings_s"]:
         lines += ["## Time", " · ".join(f"{k} {v / 60:.1f} min" for k, v in report["timings_s"].items()), ""]
     path = run_dir / "report.md"

@@ -66,8 +66,11 @@ def evaluate_tokenizer(model: Tokenizer, data: WindowDataset, frames: int, seed:
 
 def train_tokenizer(data_dir: str | Path, out: str | Path, model_cfg: TokenizerConfig, train: TokenizerTrainConfig,
                     env_meta: dict[str, Any] | None = None, run_dir: str | Path | None = None,
-                    progress: bool = True) -> dict[str, Any]:
+                    progress: bool = True, until: int | None = None) -> dict[str, Any]:
+    """Train (or resume) to ``train.steps`` steps; ``until`` stops earlier, on the same learning-rate
+    schedule, so ``worldsim loop`` can continue the same run on a growing store iteration by iteration."""
     out = Path(out)
+    stop = train.steps if until is None else min(int(until), train.steps)
     run_dir = Path(run_dir) if run_dir else out.parent
     device = resolve_device(train.device)
     torch.manual_seed(train.seed)
@@ -103,10 +106,10 @@ def train_tokenizer(data_dir: str | Path, out: str | Path, model_cfg: TokenizerC
             set_rng_states(ckpt["rng"])
         step = int(ckpt["step"])
         seconds_before = float(ckpt.get("train_seconds", 0.0))
-        if step >= train.steps:
+        if step >= stop:
             print(f"{out} is already trained ({step} steps); nothing to do.")
             return ckpt.get("metrics", {})
-        print(f"resuming tokenizer training from step {step} of {train.steps}")
+        print(f"resuming tokenizer training from step {step} of {stop}")
 
     def checkpoint(metrics: dict[str, float] | None = None) -> None:
         save_checkpoint(out, {
@@ -119,9 +122,9 @@ def train_tokenizer(data_dir: str | Path, out: str | Path, model_cfg: TokenizerC
 
     # ---- loop
     logger = Logger(run_dir / "tokenizer")
-    bar = tqdm(total=train.steps, initial=step, desc="train tokenizer", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=stop, initial=step, desc="train tokenizer", disable=not progress, dynamic_ncols=True)
     t0, samples = time.perf_counter(), 0
-    while step < train.steps:
+    while step < stop:
         batch = train_data.sample(train.batch_size, gen)
         pairs = frames_to_float(batch.frames.to(device))
         with autocast(device, train.precision):
@@ -134,13 +137,13 @@ def train_tokenizer(data_dir: str | Path, out: str | Path, model_cfg: TokenizerC
         step += 1
         samples += train.batch_size
         bar.update(1)
-        if step % train.log_every == 0 or step == train.steps:
+        if step % train.log_every == 0 or step == stop:
             scalars = {"tok/loss": losses.loss.item(), "tok/mse": losses.mse.item(), "tok/motion_mse": losses.motion_mse.item(),
                        "tok/kl": losses.kl.item(), "tok/grad_norm": float(grad_norm), "tok/lr": sched.get_last_lr()[0],
                        "tok/samples_per_s": samples / (time.perf_counter() - t0)}
             logger.log(step, scalars)
             bar.set_postfix(loss=f"{scalars['tok/loss']:.4f}", psnr=f"{psnr_from_mse(scalars['tok/mse']):.1f}")
-        if step % train.ckpt_every == 0 and step < train.steps:
+        if step % train.ckpt_every == 0 and step < stop:
             checkpoint()
     bar.close()
 

@@ -65,8 +65,12 @@ def encode_frames(world_model: WorldModel, frames: torch.Tensor, device: torch.d
 
 def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str | Path, model_cfg: dict[str, Any],
                       train: WorldModelTrainConfig, env_meta: dict[str, Any] | None = None,
-                      run_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+                      run_dir: str | Path | None = None, progress: bool = True,
+                      until: int | None = None) -> dict[str, Any]:
+    """Train (or resume) to ``train.steps`` steps; ``until`` stops earlier on the same schedule (the
+    iterations of ``worldsim loop``, each continuing on a grown store with the latest tokenizer)."""
     out = Path(out)
+    stop = train.steps if until is None else min(int(until), train.steps)
     run_dir = Path(run_dir) if run_dir else out.parent
     device = resolve_device(train.device)
     dist = setup_distributed(device)
@@ -104,20 +108,22 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
         if ckpt["config"]["model"] != asdict(cfg):
             raise CheckpointError(f"{out} was trained with another model config; choose a new out=... or the same preset.")
         step = int(ckpt["step"])
-        if step >= train.steps:
+        if step >= stop:
             if dist.is_main:
                 print(f"{out} is already trained ({step} steps); nothing to do. Raise the step budget to continue.")
             cleanup_distributed(dist)
             return ckpt.get("metrics", {})
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
+        for m in (model, ema):  # the given tokenizer wins (the loop continues training it between iterations)
+            m.tokenizer.load_state_dict(tokenizer.state_dict())
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         gen.set_state(ckpt["generators"][dist.rank] if dist.rank < len(ckpt["generators"]) else gen.get_state())
         set_rng_states(ckpt["rng"])
         seconds_before = float(ckpt.get("train_seconds", 0.0))
         if dist.is_main:
-            print(f"resuming world-model training from step {step} of {train.steps}")
+            print(f"resuming world-model training from step {step} of {stop}")
     net = DistributedDataParallel(model) if dist.enabled else model
     latents = encode_frames(model, train_data.frames, device, progress)  # (N, c, h, w), kept on the CPU
     if step == 0:  # scale of frame-to-frame changes, for the residual parametrisation
@@ -152,10 +158,10 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
 
     # ---- loop
     logger = Logger(run_dir / "world_model", enabled=dist.is_main)
-    bar = tqdm(total=train.steps, initial=step, desc="train world model", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=stop, initial=step, desc="train world model", disable=not progress, dynamic_ncols=True)
     t0, samples = time.perf_counter(), 0
     model.train()
-    while step < train.steps:
+    while step < stop:
         idx = train_data.window_indices(train.batch_size, gen, train.end_share)  # (b, t)
         z = latents[idx].to(device)  # (b, t, c, h, w)
         actions, rewards, terminated = (x.to(device) for x in train_data.transitions(idx))
@@ -170,14 +176,14 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
         step += 1
         samples += train.batch_size * dist.world_size
         bar.update(1)
-        if step % train.log_every == 0 or step == train.steps:
+        if step % train.log_every == 0 or step == stop:
             scalars = {"wm/loss": losses.loss.item(), "wm/diffusion_loss": losses.diffusion.item(),
                        "wm/reward_loss": losses.reward.item(), "wm/end_loss": losses.end.item(),
                        "wm/grad_norm": float(grad_norm), "wm/lr": sched.get_last_lr()[0],
                        "wm/samples_per_s": samples / (time.perf_counter() - t0)}
             logger.log(step, scalars)
             bar.set_postfix(diff=f"{scalars['wm/diffusion_loss']:.4f}", rew=f"{scalars['wm/reward_loss']:.3f}")
-        if step % train.ckpt_every == 0 and step < train.steps:
+        if step % train.ckpt_every == 0 and step < stop:
             checkpoint()
     bar.close()
     seconds = time.perf_counter() - t0

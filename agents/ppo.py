@@ -1,0 +1,108 @@
+"""PPO (stable-baselines3) on any vector env, saved as an agent file and resumable from it.
+
+Shared by the agent trained in the dream (:mod:`worldsim.agents.dream_ppo`) and the model-free
+baseline trained on the real game (:mod:`worldsim.agents.real_ppo`): the same algorithm, the same
+hyperparameters (:class:`AgentConfig`, the Hydra group ``configs/agent/ppo.yaml``), so a comparison
+between them measures the world model and nothing else.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from stable_baselines3.common.callbacks import BaseCallback
+
+from worldsim.agents.agent_file import agent_paths, restore_ppo, save_agent
+
+
+@dataclass
+class AgentConfig:
+    """PPO; the same values are ``configs/agent/ppo.yaml`` (a test keeps them equal)."""
+
+    steps: int = 20_000  # environment steps of PPO (dream steps in the dream, real steps for the baseline)
+    num_envs: int = 16
+    horizon: int = 100  # dream episode length before truncation
+    n_steps: int = 64  # PPO rollout length per env
+    batch_size: int = 256
+    n_epochs: int = 4
+    lr: float = 2.5e-4
+    ent_coef: float = 0.01
+    eval_episodes: int = 3
+    eval_max_steps: int | None = None
+    ckpt_every: int = 5000  # steps between agent-file saves (an interrupted run resumes there)
+    seed: int = 0
+    device: str = "cpu"
+
+
+class PeriodicSave(BaseCallback):
+    """Writes the agent file every ``every`` steps: the resume point of an interrupted run."""
+
+    def __init__(self, out: Path, every: int, extra: dict[str, Any]) -> None:
+        super().__init__()
+        self.out, self.every, self.extra, self.last = out, every, extra, 0
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self.last >= self.every:
+            save_agent(self.out, self.model, self.extra)
+            self.last = self.num_timesteps
+        return True
+
+
+class ProgressBar(BaseCallback):
+    """A tqdm bar over the steps of this call (SB3's own bar needs ``rich``)."""
+
+    def __init__(self, start: int, total: int, desc: str, enabled: bool) -> None:
+        super().__init__()
+        self.start, self.total, self.desc, self.enabled, self.bar = start, total, desc, enabled, None
+
+    def _on_training_start(self) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, initial=self.start, desc=self.desc, unit="step", disable=not self.enabled,
+                        dynamic_ncols=True)
+
+    def _on_step(self) -> bool:
+        if self.n_calls % 16 == 0:
+            self.bar.n = min(self.num_timesteps, self.total)
+            self.bar.refresh()
+        return True
+
+    def _on_training_end(self) -> None:
+        self.bar.n = min(self.num_timesteps, self.total)
+        self.bar.close()
+
+
+class PPORun(NamedTuple):
+    agent: Any  # stable_baselines3.PPO
+    steps_before: int  # steps the agent file already held when this call started
+    seconds: float
+    mean_episode_return: float | None  # over SB3's buffer of the last finished episodes (needs a VecMonitor)
+
+
+def train_ppo(venv, out: str | Path, cfg: AgentConfig, extra: dict[str, Any], progress: bool = True,
+              what: str = "steps", desc: str = "train agent") -> PPORun:
+    """Train PPO on ``venv`` until it has seen ``cfg.steps`` steps, continuing the agent file ``out``
+    when it exists (weights, optimiser and step count of its last save), and save it there."""
+    from stable_baselines3 import PPO
+
+    out = agent_paths(out)[0]
+    t0 = time.perf_counter()
+    if out.exists():
+        agent = restore_ppo(out, venv, device=cfg.device)
+        before = int(agent.num_timesteps)
+        if progress and before < cfg.steps:
+            print(f"resuming the agent from {out} at {before} of {cfg.steps} {what}")
+    else:
+        agent = PPO("CnnPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
+                    learning_rate=cfg.lr, ent_coef=cfg.ent_coef, seed=cfg.seed, device=cfg.device, verbose=0)
+        before = 0
+    if before < cfg.steps:
+        agent.learn(cfg.steps - before, progress_bar=False, reset_num_timesteps=before == 0,
+                    callback=[PeriodicSave(out, cfg.ckpt_every, extra), ProgressBar(before, cfg.steps, desc, progress)])
+        save_agent(out, agent, extra)
+    buffer = list(agent.ep_info_buffer) if agent.ep_info_buffer is not None else []
+    mean_return = float(sum(e["r"] for e in buffer) / len(buffer)) if buffer else None
+    return PPORun(agent, before, time.perf_counter() - t0, mean_return)

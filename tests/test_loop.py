@@ -1,0 +1,141 @@
+"""`worldsim loop` end to end on the real ALE (tiny models): the artifacts and metrics it writes, that a
+re-run does nothing twice, that SIGKILL at any moment followed by the same command loses nothing
+and never double-counts real steps, and its errors on bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from worldsim.cli import config_dir, main
+from worldsim.data.store import EpisodeStore
+from worldsim.models.checkpoint import load_checkpoint
+
+PER_ITER = 300
+
+
+def loop_args(run_dir: Path, iterations: int = 2, **extra: str) -> list[str]:
+    args = {
+        "model": "tiny", "run_dir": str(run_dir), "env.kwargs.game": "pong", "env.kwargs.max_episode_steps": "100",
+        "loop.real_steps": str(PER_ITER * iterations), "loop.iterations": str(iterations), "loop.num_workers": "1",
+        "loop.tokenizer_steps_first": "10", "loop.tokenizer_steps_per_iteration": "5",
+        "loop.world_model_steps_per_iteration": "10", "loop.agent_steps_per_iteration": "64", "loop.final_episodes": "2",
+        "agent.num_envs": "4", "agent.n_steps": "16", "agent.batch_size": "32", "agent.horizon": "7",
+        "agent.ckpt_every": "32", "device": "cpu", "progress": "false", **extra,
+    }
+    return ["loop", *[f"{k}={v}" for k, v in args.items()]]
+
+
+def check_finished(run: Path, iterations: int) -> dict:
+    state = json.loads((run / "loop.json").read_text())
+    assert [r["iteration"] for r in state["iterations"]] == list(range(1, iterations + 1))
+    # The real-step counter is the store: exactly the budget (one worker records exactly what is asked).
+    assert [r["real_steps"] for r in state["iterations"]] == [PER_ITER * k for k in range(1, iterations + 1)]
+    assert EpisodeStore.open(run / "data").total_steps() == PER_ITER * iterations
+    assert load_checkpoint(run / "tokenizer.pt")["step"] == 10 + 5 * (iterations - 1)
+    assert load_checkpoint(run / "world_model.pt")["step"] == 10 * iterations
+    assert json.loads((run / "agent.json").read_text())["num_timesteps"] == 64 * iterations
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [PER_ITER * k for k in range(1, iterations + 1)]
+    for r in rows:
+        assert {"real/steps", "real/episode_return", "tok/val_psnr", "wm/final_diffusion_loss", "rl/dream_steps"} <= set(r)
+    return state
+
+
+def test_loop_end_to_end_and_rerun_does_nothing_twice(tmp_path):
+    run = tmp_path / "run"
+    assert main(loop_args(run)) == 0
+    state = check_finished(run, 2)
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    for name in ("tokenizer/metrics.jsonl", "world_model/metrics.jsonl", "report.md", "report.html",
+                 "model_free/agent.json", "model_free/agent.safetensors"):
+        assert (run / name).exists(), name
+    ev = json.loads((run / "evaluation.json").read_text())
+    seeds = ev["dream_agent"]["real"]["seeds"]
+    assert len(seeds) == 2 and ev["dream_agent"]["random"]["seeds"] == seeds == ev["model_free"]["real"]["seeds"]
+    assert ev["dream_agent"]["protocol"] == "atari100k" and ev["dream_agent"]["hns"] is not None
+    assert ev["model_free"]["train"]["real_steps"] >= ev["real_steps"] == 2 * PER_ITER
+    # iteration 2 collected with the agent (epsilon-greedy), iteration 1 with the first policy
+    store = EpisodeStore.open(run / "data")
+    policies = {ep.meta["policy"] for _, ep in store.iter_episodes()}
+    assert policies == {"sticky_random", "agent"}
+    text = (run / "report.md").read_text()
+    assert "## The loop" in text and "## On the real game" in text
+
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and "tb" not in p.parts}
+    assert main(loop_args(run)) == 0  # everything done: nothing is trained, collected or scored again
+    assert json.loads((run / "loop.json").read_text()) == state
+    changed = [str(p.relative_to(run)) for p, data in files.items()
+               if p.read_bytes() != data and not p.name.startswith("report") and p.suffix != ".png"]
+    assert not changed, changed
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob("*.npz")}
+
+
+def test_sigkill_at_any_moment_then_rerun_continues_without_loss_or_double_counting(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "worldsim.cli", *loop_args(run, iterations=3, **{"loop.model_free": "false"})]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Kill points: mid-run of iteration 2 (after iteration 1 is recorded), then early in the rerun.
+    waits = [lambda: (run / "loop.json").exists() and len(list((run / "data" / "episodes").glob("*.npz"))) > 3,
+             lambda: (run / "world_model.pt").exists() and load_checkpoint(run / "world_model.pt")["step"] >= 20]
+    kept: dict[str, str] = {}
+    for ready in waits:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while not ready() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the loop finished before the kill point: the test needs a longer run"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        now = _hashes(run / "data" / "episodes")
+        assert all(now.get(k) == v for k, v in kept.items()), "episodes written before a kill were lost or changed"
+        kept = now
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    check_finished(run, 3)
+    final = _hashes(run / "data" / "episodes")
+    assert all(final.get(k) == v for k, v in kept.items())
+    assert EpisodeStore.open(run / "data").total_steps() == 3 * PER_ITER  # no double counting
+
+
+def test_loop_config_matches_the_dataclass():
+    from worldsim.loop import LoopConfig
+
+    yaml = OmegaConf.to_container(OmegaConf.load(config_dir() / "loop.yaml"))["loop"]
+    assert yaml == asdict(LoopConfig())
+
+
+@pytest.mark.parametrize("override, message", [
+    ("loop.real_steps=1", "smaller than one step per iteration"),
+    ("loop.agent_steps_per_iteration=10", "less than one PPO rollout"),
+    ("env.kwargs.game=not_a_game", "not_a_game"),
+    ("loop.first_policy=agent", "first_policy"),
+])
+def test_bad_loop_settings_fail_before_writing(tmp_path, capsys, override, message):
+    run = tmp_path / "run"
+    assert main([*loop_args(run), override]) == 1
+    assert message in capsys.readouterr().err
+    assert not (run / "data").exists()
+
+
+def test_other_settings_in_the_same_run_dir_are_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "loop.json").write_text(json.dumps({"version": 1, "fingerprint": {"seed": 99}, "iterations": []}))
+    assert main(loop_args(run)) == 1
+    assert "other settings" in capsys.readouterr().err
+    (run / "loop.json").write_text("{not json")
+    assert main(loop_args(run)) == 1
+    assert "not valid JSON" in capsys.readouterr().err
