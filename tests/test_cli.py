@@ -92,3 +92,13 @@ def test_collect_then_info_smoke(tmp_path, capsys):
     # Same command again: nothing to do, still success.
     assert main(args) == 0
     assert "nothing to record" in capsys.readouterr().out
+
+
+def test_run_budgets_compose_and_command_line_overrides_win():
+    from worldsim.cli import compose
+
+    default, quick = compose("run", []), compose("run", ["budget=quick"])
+    assert default.model.world_model_train.steps == 1000 and default.collect.steps == 30000
+    assert quick.model.world_model_train.steps < default.model.world_model_train.steps
+    assert quick.run_dir != default.run_dir  # a quick look never mixes into the default run's checkpoints
+    assert compose("run", ["budget=quick", "collect.steps=123"]).collect.steps == 123

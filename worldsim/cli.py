@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "evaluate-world-model": ("evaluate_world_model", "worldsim.commands:evaluate_world_model",
                              "score world-model rollouts on held-out episodes"),
     "rollout": ("rollout", "worldsim.commands:rollout", "videos of real | dream | error on held-out play (MP4, GIF)"),
+    "play": ("play", "worldsim.commands:play",
+             "play inside the dream with the keyboard, recording the real play into an episode store"),
     "train-agent": ("train_agent", "worldsim.commands:train_agent",
                     "train an agent in the dream, score it on the real game"),
     "evaluate-agent": ("evaluate_agent", "worldsim.commands:evaluate_agent",

@@ -152,6 +152,30 @@ def rollout(cfg: DictConfig) -> None:
           f"{cfg.psnr_threshold:g} dB per row: {lost})")
 
 
+def play(cfg: DictConfig) -> dict:
+    from worldsim.sim.play import PlaySession
+    from worldsim.sim.play_window import run_play
+
+    if OmegaConf.is_missing(cfg, "checkpoint"):
+        raise ValueError("say which world model: `worldsim play checkpoint=runs/boxing/small/world_model.pt` "
+                         "(add record_dir=data/boxing_human to record the real play).")
+    session = PlaySession.from_checkpoint(
+        cfg.checkpoint, record_dir=cfg.record_dir, data_dir=cfg.data_dir, seed=int(cfg.seed),
+        sampling_steps=cfg.sampling_steps, real=bool(cfg.real), end_threshold=float(cfg.end_threshold),
+        device=cfg.device, precision=cfg.get("precision", "auto"))
+    if session.message:
+        print(session.message)
+    print("\n".join(session.keymap.help_lines()))
+    script = [tuple(e) for e in _kwargs(cfg.script)] if cfg.get("script") is not None else None
+    result = run_play(session, scale=int(cfg.scale), fps=int(cfg.fps), script=script,
+                      max_steps=None if cfg.max_steps is None else int(cfg.max_steps))
+    n = len(result.episodes_written)
+    recorded = (f"wrote {n} real episode{'s' * (n != 1)} to {cfg.record_dir}" if session.store is not None
+                else "recorded nothing")
+    print(f"played {result.steps} steps; {recorded}.")
+    return {"steps": result.steps, "episodes_written": [str(p) for p in result.episodes_written]}
+
+
 def train_agent(cfg: DictConfig) -> dict:
     import json
 

@@ -68,6 +68,10 @@ def load_world_model(path: str | Path, device: str | torch.device = "cpu", use_e
         cfg = dataclass_from_dict(WorldModelConfig, _drop_removed(ckpt["config"]["model"], path))
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: its model config does not fit this worldsim ({e})") from e
+    if "heads.net.0.weight" in weights:
+        raise CheckpointError(f"{path} was trained before the reward / end heads became the sum of a pair view and "
+                              "a context view (December 2026, which lets the heads learn from many more transitions "
+                              "per step). Retrain it: `worldsim train-world-model ...` with a new out=...")
     model = WorldModel(cfg)
     try:
         model.load_state_dict(weights)

@@ -39,6 +39,8 @@ class WorldModelTrainConfig:
     batch_size: int = 8
     window: int = 8  # frames per training window: each gives window-1 denoising targets
     end_share: float = 0.02  # share of windows drawn among those holding an episode end (rare events)
+    head_lr_scale: float = 4.0  # the heads' learning rate / lr: at 1x they were still at chance after 1,000 steps
+    head_pairs: int = 224  # extra transitions per step for the heads' pair view (no DiT pass: ~10% of a step)
     lr: float = 5e-4
     weight_decay: float = 0.01
     warmup: int = 100
@@ -95,7 +97,10 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
     model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=train.lr, betas=(0.9, 0.99), weight_decay=train.weight_decay)
+    heads = {id(p) for p in model.heads.parameters()}
+    groups = [{"params": [p for p in params if id(p) not in heads], "lr": train.lr},
+              {"params": list(model.heads.parameters()), "lr": train.lr * train.head_lr_scale}]
+    opt = torch.optim.AdamW(groups, lr=train.lr, betas=(0.9, 0.99), weight_decay=train.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, train.warmup, train.steps))
     gen = torch.Generator().manual_seed(train.seed * 1000 + dist.rank)
     step = 0
@@ -165,8 +170,14 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
         idx = train_data.window_indices(train.batch_size, gen, train.end_share)  # (b, t)
         z = latents[idx].to(device)  # (b, t, c, h, w)
         actions, rewards, terminated = (x.to(device) for x in train_data.transitions(idx))
+        pairs = None
+        if train.head_pairs > 0:  # whole windows too, so rare episode ends are drawn as often (end_share)
+            pidx = train_data.window_indices(-(-train.head_pairs // (train.window - 1)), gen, train.end_share)
+            pz = latents[pidx].to(device)
+            _, pr, pt = (x.to(device) for x in train_data.transitions(pidx))
+            pairs = (pz[:, :-1].flatten(0, 1), pz[:, 1:].flatten(0, 1), pr.flatten(), pt.flatten())
         with autocast(device, train.precision):
-            losses = net(z, actions, rewards, terminated, gen if device.type == "cpu" else None)
+            losses = net(z, actions, rewards, terminated, gen if device.type == "cpu" else None, pairs)
         opt.zero_grad(set_to_none=True)
         losses.loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, train.grad_clip)

@@ -1,0 +1,137 @@
+"""Agents trained in the dream vs random vs model-free, under the Atari 100k protocol, games x seeds.
+
+Each (game, seed) is one ``worldsim loop`` run (``env=atari100k``: frame skip 4 with max-pool, no
+sticky actions, 1-30 no-ops, life loss terminal while training only, 64x64 RGB, minimal actions)
+with the CPU recipe below, scored at its end on full real games with fixed seeds beside a uniformly
+random policy and the same PPO trained on the real game for the same real steps (model-free). After
+each run the per-game scores and the rliable aggregates (IQM, median, mean of human-normalized
+scores with stratified-bootstrap 95% intervals) over the seeds every game has are rewritten.
+
+    python benchmarks/atari100k.py                       # pong, breakout, boxing x seeds 0, 1, 2
+    python benchmarks/atari100k.py --max-minutes 100     # start no new run after 100 minutes
+
+Chunked and resumable: runs go seed-major (every game's seed 0 first), each run resumes where it
+was killed, a finished run is never repeated, and the result file says which runs are missing
+(``"partial": true``). Wall time is measured per run segment beside the matmul peaks of the same
+machine; a segment killed before it ends is not counted (then the figure is a lower bound).
+Writes ``benchmarks/results/atari100k_cpu.json`` and its plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from worldsim.io import atomic_write_json
+
+# The CPU recipe: the protocol's 100k real steps; world-model and agent budgets sized for 2 cores.
+RECIPE = [
+    "model=small", "loop.real_steps=100000", "loop.iterations=4", "loop.tokenizer_steps_first=1500",
+    "loop.tokenizer_steps_per_iteration=100", "loop.world_model_steps_per_iteration=250",
+    "loop.agent_steps_per_iteration=10000", "loop.final_episodes=10", "device=cpu", "progress=false",
+]
+
+
+def peaks() -> dict[str, float]:
+    import torch
+
+    from benchmarks.dream_throughput import matmul_peak
+
+    return {"fp32_gflops": matmul_peak(torch.float32), "bf16_gflops": matmul_peak(torch.bfloat16)}
+
+
+def run_one(game: str, seed: int, run_dir: Path, extra: list[str]) -> None:
+    """Run (or resume) one loop to its end, then the heads / fidelity check of its world model."""
+    times_path = run_dir / "bench_segments.json"
+    segments = json.loads(times_path.read_text()) if times_path.exists() else []
+    if (run_dir / "bench_done.json").exists():
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seg = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), **peaks()}
+    t = time.perf_counter()
+    loop = [sys.executable, "-m", "worldsim.cli", "loop", "env=atari100k", f"env.kwargs.game={game}", f"seed={seed}",
+            f"run_dir={run_dir}", *RECIPE, *extra]
+    print("$ " + " ".join(loop[2:]), flush=True)
+    subprocess.run(loop, check=True)
+    evaluate = [sys.executable, "-m", "worldsim.cli", "evaluate-world-model", "env=atari100k", f"env.kwargs.game={game}",
+                f"checkpoint={run_dir / 'world_model.pt'}", f"data_dir={run_dir / 'data'}", "split=val",
+                "num_windows=50", "horizons=[1,4,16]", "lpips=false", f"out_dir={run_dir / 'eval'}", "progress=false"]
+    subprocess.run(evaluate, check=True)
+    seg["seconds"] = time.perf_counter() - t
+    atomic_write_json(times_path, [*segments, seg])
+    atomic_write_json(run_dir / "bench_done.json", {"finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+
+def summarise(root: Path, games: list[str], seeds: list[int], out: Path) -> dict:
+    from worldsim.agents.aggregate import aggregate_scores, plot_aggregates
+
+    runs, missing = {}, []
+    for seed in seeds:
+        for game in games:
+            d = root / f"{game}_seed{seed}"
+            if not (d / "bench_done.json").exists():
+                missing.append(f"{game}/seed{seed}")
+                continue
+            ev = json.loads((d / "evaluation.json").read_text())
+            wm = json.loads((d / "eval" / "world_model_eval.json").read_text())
+            loop = json.loads((d / "loop.json").read_text())
+            segs = json.loads((d / "bench_segments.json").read_text())
+            da = ev["dream_agent"]
+            runs[f"{game}/seed{seed}"] = {
+                "game": game, "seed": seed, "real_steps": ev["real_steps"],
+                "dream_agent": da["real"]["mean_return"], "dream_agent_ci95": da["real"]["ci95"],
+                "random": da["random"]["mean_return"], "model_free": ev["model_free"]["real"]["mean_return"],
+                "model_free_ci95": ev["model_free"]["real"]["ci95"],
+                "dream_return": da.get("dream", {}).get("mean_return"), "dream_to_real_gap": da.get("dream_to_real_gap"),
+                "reward_balanced_accuracy": wm["heads"]["reward_balanced_accuracy"], "end_f1": wm["heads"]["end_f1"],
+                "psnr_h16": wm["rollouts"]["model"]["16"]["psnr"],
+                "repeat_last_psnr_h16": wm["rollouts"]["repeat_last"]["16"]["psnr"],
+                "wall_minutes": sum(s["seconds"] for s in segs) / 60, "segments": segs,
+                "loop_stage_minutes": {k: sum(r["seconds"][k] for r in loop["iterations"]) / 60
+                                       for k in loop["iterations"][0]["seconds"]},
+            }
+    complete = [s for s in seeds if all(f"{g}/seed{s}" in runs for g in games)]
+    result = {"what": "worldsim loop under the Atari 100k protocol on CPU: dream agent vs random vs model-free",
+              "recipe": RECIPE, "games": games, "seeds": seeds, "partial": bool(missing), "missing_runs": missing,
+              "runs": runs, "command": "python benchmarks/atari100k.py"}
+    if complete:
+        scores = {m: {g: [runs[f"{g}/seed{s}"][m] for s in complete] for g in games}
+                  for m in ("dream_agent", "model_free", "random")}
+        agg = aggregate_scores(scores, reps=2000, seed=0)
+        result["aggregate"] = {**agg, "seeds_used": complete}
+        plot_aggregates(agg, out.with_suffix(".png"))
+    atomic_write_json(out, result)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--games", nargs="+", default=["pong", "breakout", "boxing"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--root", default="runs/atari100k_cpu", help="where the run directories live")
+    ap.add_argument("--out", default="benchmarks/results/atari100k_cpu.json")
+    ap.add_argument("--max-minutes", type=float, default=None, help="start no new run after this many minutes")
+    ap.add_argument("--summarise-only", action="store_true")
+    ap.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides for every loop run")
+    args = ap.parse_args()
+    root, out = Path(args.root), Path(args.out)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    t0 = time.perf_counter()
+    todo = [] if args.summarise_only else [(g, s) for s in args.seeds for g in args.games]
+    for game, seed in todo:
+        if args.max_minutes is not None and (time.perf_counter() - t0) / 60 > args.max_minutes:
+            print(f"stopping: {args.max_minutes} minutes used; run again to continue")
+            break
+        run_one(game, seed, root / f"{game}_seed{seed}", args.extra)
+        summarise(root, args.games, args.seeds, out)
+    result = summarise(root, args.games, args.seeds, out)
+    print(json.dumps({k: result[k] for k in ("partial", "missing_runs")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
