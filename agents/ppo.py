@@ -75,6 +75,32 @@ class ProgressBar(BaseCallback):
         self.bar.close()
 
 
+class ReturnLog(BaseCallback):
+    """``rl/episode_return`` and ``rl/episode_length`` (means over SB3's buffer of the last finished
+    episodes) after every rollout, to ``<run>/metrics.jsonl`` and TensorBoard: the agent's return curve."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.folder, self.logger_ = folder, None
+
+    def _on_training_start(self) -> None:
+        from worldsim.training.runtime import Logger
+
+        self.logger_ = Logger(self.folder)
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        buffer = list(self.model.ep_info_buffer or [])
+        if buffer:
+            self.logger_.log(self.num_timesteps, {"rl/episode_return": sum(e["r"] for e in buffer) / len(buffer),
+                                                  "rl/episode_length": sum(e["l"] for e in buffer) / len(buffer)})
+
+    def _on_training_end(self) -> None:
+        self.logger_.close()
+
+
 class PPORun(NamedTuple):
     agent: Any  # stable_baselines3.PPO
     steps_before: int  # steps the agent file already held when this call started
@@ -101,7 +127,8 @@ def train_ppo(venv, out: str | Path, cfg: AgentConfig, extra: dict[str, Any], pr
         before = 0
     if before < cfg.steps:
         agent.learn(cfg.steps - before, progress_bar=False, reset_num_timesteps=before == 0,
-                    callback=[PeriodicSave(out, cfg.ckpt_every, extra), ProgressBar(before, cfg.steps, desc, progress)])
+                    callback=[PeriodicSave(out, cfg.ckpt_every, extra), ProgressBar(before, cfg.steps, desc, progress),
+                              ReturnLog(out.parent / out.stem)])
         save_agent(out, agent, extra)
     buffer = list(agent.ep_info_buffer) if agent.ep_info_buffer is not None else []
     mean_return = float(sum(e["r"] for e in buffer) / len(buffer)) if buffer else None

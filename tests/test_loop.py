@@ -71,6 +71,9 @@ def test_loop_end_to_end_and_rerun_does_nothing_twice(tmp_path):
     assert policies == {"sticky_random", "agent"}
     text = (run / "report.md").read_text()
     assert "## The loop" in text and "## On the real game" in text
+    assert "](training_curves.png)" in text and (run / "training_curves.png").exists()  # per-iteration curves
+    agent_rows = [json.loads(line) for line in (run / "agent" / "metrics.jsonl").read_text().splitlines()]
+    assert agent_rows and all("rl/episode_return" in r for r in agent_rows)  # the agent's return curve
 
     files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and "tb" not in p.parts}
     assert main(loop_args(run)) == 0  # everything done: nothing is trained, collected or scored again

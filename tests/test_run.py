@@ -39,7 +39,8 @@ def test_run_pipeline_end_to_end(tmp_path, precision):
     page = (run / "report.html").read_text()
     sources = re.findall(r'src="([^"]+)"', page)
     assert {"dream.gif", "dream.mp4", "eval/world_model_eval.png", "tokenizer/training_curves.png",
-            "world_model/training_curves.png"} <= set(sources)
+            "world_model/training_curves.png", "agent/training_curves.png",
+            "model_free/agent/training_curves.png"} <= set(sources)
     assert all((run / s).exists() for s in sources), "the page may link only files of the run"
     assert page.count("<table>") >= 1 and "Resolved config" in page
     (run / "report.html").unlink()

@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                           "train the latent action-conditioned DiT with reward/end heads"),
     "evaluate-world-model": ("evaluate_world_model", "worldsim.commands:evaluate_world_model",
                              "score world-model rollouts on held-out episodes"),
+    "bench-consistency": ("bench_consistency", "worldsim.commands:bench_consistency",
+                          "3D-consistency / object-permanence probes of a MiniWorld world model"),
     "rollout": ("rollout", "worldsim.commands:rollout", "videos of real | dream | error on held-out play (MP4, GIF)"),
     "play": ("play", "worldsim.commands:play",
              "play inside the dream with the keyboard, recording the real play into an episode store"),

@@ -319,3 +319,15 @@ def report(cfg: DictConfig) -> None:
     config = json.loads(previous.read_text()).get("config", {}) if previous.exists() else {}
     path = write_report(run_dir, config)
     print(f"report: {path.with_suffix('.html')} (and {path.name}, report.json)")
+
+
+def bench_consistency(cfg: DictConfig) -> dict:
+    from worldsim.evaluation.consistency import bench_consistency as run, consistency_markdown
+    from worldsim.models.loading import load_world_model
+
+    model, ckpt = load_world_model(cfg.checkpoint, cfg.device)
+    result = run(model, ckpt, cfg.out_dir, seed=int(cfg.seed), count=int(cfg.count), sampling_steps=cfg.sampling_steps,
+                 precision=cfg.get("precision", "auto"))
+    print(consistency_markdown(result))
+    print(f"written to {cfg.out_dir}")
+    return result

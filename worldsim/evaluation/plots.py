@@ -11,6 +11,9 @@ from worldsim.io import atomic_write_with
 CURVES = {  # metrics file (relative to the run) -> scalars to draw, one panel each
     "tokenizer/metrics.jsonl": ("tok/loss", "tok/mse", "tok/motion_mse"),
     "world_model/metrics.jsonl": ("wm/diffusion_loss", "wm/reward_loss", "wm/end_loss"),
+    "agent/metrics.jsonl": ("rl/episode_return", "rl/episode_length"),  # PPO in the dream, per rollout
+    "model_free/agent/metrics.jsonl": ("rl/episode_return", "rl/episode_length"),  # PPO on the real game
+    "metrics.jsonl": ("real/episode_return", "rl/dream_episode_return", "tok/val_psnr"),  # worldsim loop, per iteration
 }
 
 
@@ -50,7 +53,7 @@ def plot_training_curves(run_dir: str | Path) -> list[Path]:
             xs = [s for s in steps if key in by_step[s]]
             ax.plot(xs, [by_step[s][key] for s in xs])
             ax.set_title(key, fontsize=9)
-            ax.set_xlabel("step")
+            ax.set_xlabel("real steps" if rel == "metrics.jsonl" else "step")
             ax.set_yscale("log" if all(by_step[s][key] > 0 for s in xs) else "linear")
             ax.grid(alpha=0.3)
         fig.tight_layout()

@@ -108,11 +108,12 @@ def write_report(run_dir: str | Path, config: dict[str, Any]) -> Path:
             text += (f" Real game: **{ag['real']['mean_return']:.1f} ± {ag['real']['std_return']:.1f}** over "
                      f"{ag['real']['episodes']} episodes; random policy {ag['random_policy_real']['mean_return']:.1f} ± "
                      f"{ag['random_policy_real']['std_return']:.1f}.")
-        lines += ["## Agent trained in the dream", text, ""]
+        lines += ["## Agent trained in the dream", text, "", *image("agent return in the dream", "agent/training_curves.png")]
     if report["loop"]:
-        lines += ["## The loop", *loop_table(report["loop"]), ""]
+        lines += ["## The loop", *loop_table(report["loop"]), "", *image("the loop per iteration", "training_curves.png")]
     if report["real_game"]:
-        lines += ["## On the real game", *real_game_table(report["real_game"]), ""]
+        lines += ["## On the real game", *real_game_table(report["real_game"]), "",
+                  *image("model-free PPO return on the real game (training)", "model_free/agent/training_curves.png")]
     if report["timings_s"]:
         lines += ["## Time", " · ".join(f"{k} {v / 60:.1f} min" for k, v in report["timings_s"].items()), ""]
     path = run_dir / "report.md"
