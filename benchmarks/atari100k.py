@@ -40,7 +40,8 @@ RECIPE = [
 def peaks() -> dict[str, float]:
     import torch
 
-    from benchmarks.dream_throughput import matmul_peak
+    sys.path.insert(0, str(Path(__file__).parent))
+    from dream_throughput import matmul_peak
 
     return {"fp32_gflops": matmul_peak(torch.float32), "bf16_gflops": matmul_peak(torch.bfloat16)}
 
