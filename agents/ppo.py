@@ -113,6 +113,7 @@ def train_ppo(venv, out: str | Path, cfg: AgentConfig, extra: dict[str, Any], pr
     """Train PPO on ``venv`` until it has seen ``cfg.steps`` steps, continuing the agent file ``out``
     when it exists (weights, optimiser and step count of its last save), and save it there."""
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger as SB3Logger
 
     out = agent_paths(out)[0]
     t0 = time.perf_counter()
@@ -126,6 +127,8 @@ def train_ppo(venv, out: str | Path, cfg: AgentConfig, extra: dict[str, Any], pr
                     learning_rate=cfg.lr, ent_coef=cfg.ent_coef, seed=cfg.seed, device=cfg.device, verbose=0)
         before = 0
     if before < cfg.steps:
+        # our own logs (ReturnLog); SB3's default logger would make an empty /tmp/SB3-<date> folder per call
+        agent.set_logger(SB3Logger(folder=None, output_formats=[]))
         agent.learn(cfg.steps - before, progress_bar=False, reset_num_timesteps=before == 0,
                     callback=[PeriodicSave(out, cfg.ckpt_every, extra), ProgressBar(before, cfg.steps, desc, progress),
                               ReturnLog(out.parent / out.stem)])

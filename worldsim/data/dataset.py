@@ -39,6 +39,7 @@ class WindowDataset(torch.utils.data.Dataset):
         frames, actions, rewards, terminated, starts = [], [], [], [], []
         offset = 0
         self.episode_names: list[str] = []
+        self.episode_lengths: list[int] = []
         it = store.iter_episodes(names)
         for name, ep in tqdm(it, total=len(names), desc=f"loading {split} episodes", disable=not progress):
             t = len(ep)
@@ -51,6 +52,7 @@ class WindowDataset(torch.utils.data.Dataset):
             rewards.append(torch.from_numpy(np.append(ep.rewards, 0.0).astype(np.float32)))
             terminated.append(torch.from_numpy(np.append(ep.terminated, False)))
             starts.append(torch.arange(offset, offset + t + 2 - self.length))
+            self.episode_lengths.append(t + 1)  # frames of each episode, back to back in the flat arrays
             offset += t + 1
         if not frames:
             raise StoreError(
@@ -92,6 +94,14 @@ class WindowDataset(torch.utils.data.Dataset):
             if len(self.end_starts):
                 pick = torch.where(swap, self.end_starts[end_pick], pick)
         return pick[:, None] + torch.arange(self.length)
+
+    def starts_for(self, length: int) -> torch.Tensor:
+        """Valid starts of windows of another ``length`` (>= 2) over the same flat arrays."""
+        if length < 2:
+            raise ValueError(f"a window needs at least 2 frames, got length={length}.")
+        offsets = [0, *torch.tensor(self.episode_lengths).cumsum(0).tolist()]
+        per_episode = [torch.arange(o, o + f + 1 - length) for o, f in zip(offsets, self.episode_lengths) if f >= length]
+        return torch.cat(per_episode) if per_episode else torch.zeros(0, dtype=torch.long)
 
     def transitions(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """actions, rewards, terminated (b, t-1) of the windows at flat indices ``idx`` (b, t)."""

@@ -53,6 +53,13 @@ def heads_summary(evaluation: dict[str, Any]) -> str:
             f"recall {hd['end_recall']:.2f}, F1 {hd['end_f1']:.2f} ({hd['episode_ends']} ends).")
     if "rollout_reward_accuracy" in evaluation.get("rollouts", {}):
         text += f" Reward accuracy inside the rollouts: {evaluation['rollouts']['rollout_reward_accuracy']:.3f}."
+    by_sign = evaluation.get("rollouts", {}).get("rollout_reward_by_real_sign")
+    if by_sign:
+        err = evaluation["rollouts"]["rollout_return_error"]
+        fmt = {k: ("n/a" if v is None else f"{v:+.2f}") for k, v in by_sign.items()}
+        text += (f" Inside the rollouts the dream pays {fmt['-1.0']} / {fmt['0.0']} / {fmt['1.0']} on the steps where "
+                 f"the real game paid −1 / 0 / +1; {err['horizon']}-step return error {err['mean']:+.2f} "
+                 f"(mean |error| {err['mean_abs']:.2f}).")
     return text
 
 

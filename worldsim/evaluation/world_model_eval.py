@@ -101,6 +101,10 @@ def rollout_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig, pro
     n = len(windows)
     scorer = _Scorer(lpips_net)
     reward_hits, reward_total = 0, 0
+    # the dream's reward (the expected sign, as the dream env pays it) on the steps where the real
+    # game paid -1 / 0 / +1: sums and counts per real sign, and per window dream - real H-step return
+    paid, did = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    return_errors = []
     for start in tqdm(range(0, n, cfg.batch_size), desc="rollouts", disable=not progress):
         batch = data.gather(windows[start : start + cfg.batch_size])  # frames (b, C+H, 3, h, w) uint8
         frames, actions, rewards = batch.frames, batch.actions, batch.rewards  # transitions (b, C+H-1)
@@ -119,6 +123,11 @@ def rollout_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig, pro
                 predicted = torch.tensor(REWARD_CLASSES)[out.reward_probs.argmax(-1).cpu()]
                 reward_hits += int((reward_to_class(predicted) == reward_to_class(rewards[:, C - 1 :])).sum())
                 reward_total += predicted.numel()
+                expected = (out.reward_probs.cpu().double() @ torch.tensor(REWARD_CLASSES, dtype=torch.float64))
+                real = reward_to_class(rewards[:, C - 1 :]).flatten()
+                paid += torch.zeros(3, dtype=torch.float64).index_add_(0, real, expected.flatten())
+                did += torch.bincount(real, minlength=3).double()
+                return_errors += (expected.sum(1) - torch.sign(rewards[:, C - 1 :]).double().sum(1)).tolist()
         for k in cfg.horizons:
             true = frames[:, C + k - 1]
             scorer.add("repeat_last", k, last, true, last)
@@ -127,6 +136,15 @@ def rollout_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig, pro
     result["controllability_db"] = {
         str(k): result["model"][str(k)]["psnr"] - result["shuffled_actions"][str(k)]["psnr"] for k in cfg.horizons}
     result["rollout_reward_accuracy"] = reward_hits / max(reward_total, 1)
+    # phantom rewards: the dream's mean reward on the steps where the real game paid -1 / 0 / +1
+    # (calibrated heads: about -1 / 0 / +1; phantom rewards: well above 0 where the real game paid 0),
+    # and the error of the H-step return (what PPO in the dream collects, against what the game paid)
+    result["rollout_reward_by_real_sign"] = {
+        str(REWARD_CLASSES[c]): (float(paid[c] / did[c]) if did[c] else None) for c in range(3)}
+    result["rollout_real_sign_counts"] = {str(REWARD_CLASSES[c]): int(did[c]) for c in range(3)}
+    errors = np.asarray(return_errors, dtype=np.float64)
+    result["rollout_return_error"] = {"mean": float(errors.mean()), "mean_abs": float(np.abs(errors).mean()),
+                                      "horizon": H} if len(errors) else None
     result["num_windows"] = n
     return result
 

@@ -99,8 +99,8 @@ class LossOutput(NamedTuple):
 
 class StepOutput(NamedTuple):
     latents: torch.Tensor  # (b, c, h, w) normalised latents of the new frame
-    reward: torch.Tensor  # (b,) float: expected reward sign, argmax class value
-    reward_probs: torch.Tensor  # (b, 3)
+    reward: torch.Tensor  # (b,) float: the expected reward sign, in [-1, 1] (see WorldModel.step)
+    reward_probs: torch.Tensor  # (b, 3) under the data's class frequencies
     end_prob: torch.Tensor  # (b,)
 
 
@@ -171,9 +171,12 @@ class WorldModel(nn.Module):
         return reward_loss, end_loss
 
     def loss(self, latents: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, terminated: torch.Tensor,
-             generator: torch.Generator | None = None, pairs: tuple[torch.Tensor, ...] | None = None) -> LossOutput:
+             generator: torch.Generator | None = None, pairs: tuple[torch.Tensor, ...] | None = None,
+             dream: tuple[torch.Tensor, ...] | None = None, dream_share: float = 0.0) -> LossOutput:
         """Teacher-forced loss on a window: latents (b, t, c, h, w), transitions (b, t-1). ``pairs``:
-        extra (prev, new, rewards, terminated) transitions (m, c, h, w) x2, (m,) x2 for the heads' pair view."""
+        extra (prev, new, rewards, terminated) transitions (m, c, h, w) x2, (m,) x2 for the heads' pair view.
+        ``dream``: (tokens, prev, new, rewards, terminated) transitions of the model's own rollouts
+        (worldsim.training.head_rollouts), ``dream_share`` of the heads' losses."""
         cfg, edm = self.cfg, self.cfg.edm
         b, t = latents.shape[:2]
         dev = latents.device
@@ -204,12 +207,18 @@ class WorldModel(nn.Module):
             share = prev.shape[0] / (prev.shape[0] + b * (t - 1))
             reward_loss = (1 - share) * reward_loss + share * extra_reward
             end_loss = (1 - share) * end_loss + share * extra_end
+        if dream is not None and dream_share > 0:  # the heads on generated frames, labelled by the real game
+            tokens, prev, new, dream_rewards, dream_terminated = dream
+            dream_reward, dream_end = self.head_losses(self.heads(tokens, prev, new), dream_rewards, dream_terminated)
+            reward_loss = (1 - dream_share) * reward_loss + dream_share * dream_reward
+            end_loss = (1 - dream_share) * end_loss + dream_share * dream_end
         total = diff_loss + cfg.reward_weight * reward_loss + cfg.end_weight * end_loss
         return LossOutput(total, diff_loss.detach(), reward_loss.detach(), end_loss.detach())
 
-    def forward(self, latents, actions, rewards, terminated, generator=None, pairs=None) -> LossOutput:
+    def forward(self, latents, actions, rewards, terminated, generator=None, pairs=None, dream=None,
+                dream_share=0.0) -> LossOutput:
         """The training loss (so DistributedDataParallel can wrap the model); see :meth:`loss`."""
-        return self.loss(latents, actions, rewards, terminated, generator, pairs)
+        return self.loss(latents, actions, rewards, terminated, generator, pairs, dream, dream_share)
 
     # ------------------------------------------------------------------ generation
     def _context_input(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,24 +244,40 @@ class WorldModel(nn.Module):
             cache.last_latents[rows] = context[:, -1].to(cache.last_latents.dtype)
         return cache
 
+    def reward_posterior(self, logits: torch.Tensor) -> torch.Tensor:
+        """Reward-sign logits (..., 3) -> probabilities under the data's own class frequencies.
+
+        The reward loss weights the rare classes up (``reward_weights``), which moves the softmax's
+        probabilities toward them by the same factors; dividing the weights out gives back the
+        posterior of the data. The dream decides with it: with the weighted softmax its argmax said
+        +1 on 79% of the steps of 100-step Boxing dreams under random play (the real rate is 1.2%).
+        """
+        p = logits.float().softmax(-1) / self.reward_weights
+        return p / p.sum(-1, keepdim=True)
+
+    @torch.no_grad()
+    def append_features(self, cache: DiTCache, latents: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Append frames (b, c, h, w) reached by ``actions`` (b,) to the cache; returns their token
+        features (b, n, d), the heads' context view. ``cache.last_latents`` still holds the frame before."""
+        x, c_noise = self._context_input(latents)
+        return self.dit.append_frame(x, c_noise, actions, cache)
+
     @torch.no_grad()
     def append(self, cache: DiTCache, latents: torch.Tensor, actions: torch.Tensor) -> HeadOutput:
         """Append frames (b, c, h, w) reached by ``actions`` (b,) to the cache; returns the heads'
-        reward-class probabilities (b, 3) and episode-end probability (b,) for that transition."""
-        x, c_noise = self._context_input(latents)
-        logits = self.heads(self.dit.append_frame(x, c_noise, actions, cache), cache.last_latents, latents)
+        reward-class probabilities (b, 3, see :meth:`reward_posterior`) and episode-end probability
+        (b,) for that transition."""
+        logits = self.heads(self.append_features(cache, latents, actions), cache.last_latents, latents)
         cache.last_latents = latents
-        return HeadOutput(logits.reward.softmax(-1), logits.end.sigmoid())
+        return HeadOutput(self.reward_posterior(logits.reward), logits.end.sigmoid())
 
     @torch.no_grad()
-    def step(self, cache: DiTCache, actions: torch.Tensor, generator: torch.Generator | None = None,
-             sampling_steps: int | None = None, solver: str | None = None,
-             noise: torch.Tensor | None = None) -> StepOutput:
-        """Generate the next latent frame for every row under ``actions`` (b,), append it to the cache.
-
-        The starting noise is ``noise`` (b, c, h, w) if given (callers with one generator per row
-        draw it themselves), else drawn from ``generator``.
-        """
+    def sample_next(self, cache: DiTCache, actions: torch.Tensor, generator: torch.Generator | None = None,
+                    sampling_steps: int | None = None, solver: str | None = None,
+                    noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Sample the next latent frame (b, c, h, w) for every row under ``actions`` (b,), without
+        appending it. The starting noise is ``noise`` (b, c, h, w) if given (callers with one
+        generator per row draw it themselves), else drawn from ``generator``."""
         edm = self.cfg.edm
         b = actions.shape[0]
         dev = cache.keys[0].device
@@ -270,9 +295,20 @@ class WorldModel(nn.Module):
         if noise is None:
             noise = torch.randn((b, self.cfg.dit.latent_channels, h, w), generator=generator, device=dev)  # fp32 even under autocast
         change = diffusion.sample(denoiser, noise.float(), sigmas, solver or edm.solver).float()
-        z = cache.last_latents.float() + change * self.delta_std
+        return cache.last_latents.float() + change * self.delta_std
+
+    @torch.no_grad()
+    def step(self, cache: DiTCache, actions: torch.Tensor, generator: torch.Generator | None = None,
+             sampling_steps: int | None = None, solver: str | None = None,
+             noise: torch.Tensor | None = None) -> StepOutput:
+        """Generate the next latent frame for every row under ``actions`` (b,) (:meth:`sample_next`)
+        and append it to the cache. The reward is the expected reward sign under :meth:`reward_posterior`,
+        p(+1) − p(−1): the most probable sign would be 0 on nearly every step of a game whose rewards
+        are rare (a rare event seldom passes 50%), and a dream that pays its expectation pays, summed
+        over an episode, what the real game would pay on average if the heads are calibrated."""
+        z = self.sample_next(cache, actions, generator, sampling_steps, solver, noise)
         heads = self.append(cache, z, actions)
-        reward = torch.tensor(REWARD_CLASSES, device=dev)[heads.reward.argmax(-1)]
+        reward = heads.reward @ torch.tensor(REWARD_CLASSES, device=z.device)
         return StepOutput(z, reward, heads.reward, heads.end)
 
     @torch.no_grad()

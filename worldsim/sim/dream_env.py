@@ -14,7 +14,8 @@ the dream and on the real game; ``obs_type="latent"`` gives the normalised laten
 Episodes start from ``context_frames`` real frames: drawn from the episode store the model was
 trained on (``context_split``) or given in ``reset(options={"context_frames": ..., "context_actions": ...})``.
 Each step samples the next latent frame with the few-step EDM sampler, reusing the cached keys
-and values of the context; rewards and ``terminated`` come from the model's heads, ``truncated``
+and values of the context; rewards and ``terminated`` come from the model's heads (the reward is
+the expected reward sign p(+1) − p(−1), a float in [−1, 1]; see ``WorldModel.step``), ``truncated``
 after ``horizon`` steps. Every sub-env owns a noise stream seeded by ``reset(seed=...)`` (sub-env
 ``i`` of a vector env gets ``seed + i``, as in Gymnasium; :mod:`worldsim.sim.noise` draws all of
 them in one batched operation), so a dream is reproducible and sub-env ``i`` matches a single

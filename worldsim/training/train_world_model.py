@@ -27,6 +27,7 @@ from worldsim.models.checkpoint import CheckpointError, load_checkpoint, save_ch
 from worldsim.models.loading import load_tokenizer, world_model_config
 from worldsim.models.world_model import WorldModel
 from worldsim.runtime import autocast, resolve_device
+from worldsim.training.head_rollouts import HeadRollouts
 from worldsim.training.runtime import (Logger, cleanup_distributed, lr_factor, rng_states, set_rng_states,
                                        setup_distributed, update_ema)
 
@@ -41,6 +42,9 @@ class WorldModelTrainConfig:
     end_share: float = 0.02  # share of windows drawn among those holding an episode end (rare events)
     head_lr_scale: float = 4.0  # the heads' learning rate / lr: at 1x they were still at chance after 1,000 steps
     head_pairs: int = 224  # extra transitions per step for the heads' pair view (no DiT pass: ~10% of a step)
+    head_rollouts: int = 16  # dreams run beside training whose frames train the heads (0: none)
+    head_rollout_horizon: int = 50  # their length before restarting from real play; divides ckpt_every
+    head_rollout_share: float = 0.5  # their share of the heads' losses
     lr: float = 5e-4
     weight_decay: float = 0.01
     warmup: int = 100
@@ -73,6 +77,11 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
     iterations of ``worldsim loop``, each continuing on a grown store with the latest tokenizer)."""
     out = Path(out)
     stop = train.steps if until is None else min(int(until), train.steps)
+    if train.head_rollouts > 0 and train.ckpt_every % train.head_rollout_horizon:
+        raise ValueError(
+            f"world_model_train.ckpt_every={train.ckpt_every} must be a multiple of head_rollout_horizon="
+            f"{train.head_rollout_horizon} (the head rollouts restart at its multiples, so a resumed run "
+            "continues exactly); change either, or set head_rollouts=0.")
     run_dir = Path(run_dir) if run_dir else out.parent
     device = resolve_device(train.device)
     dist = setup_distributed(device)
@@ -161,6 +170,11 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
             "metrics": metrics or {},
         })
 
+    rollouts = None
+    if train.head_rollouts > 0:
+        rollouts = HeadRollouts(train_data, latents, train.head_rollouts, train.head_rollout_horizon, device,
+                                train.precision)
+
     # ---- loop
     logger = Logger(run_dir / "world_model", enabled=dist.is_main)
     bar = tqdm(total=stop, initial=step, desc="train world model", disable=not progress, dynamic_ncols=True)
@@ -176,8 +190,10 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
             pz = latents[pidx].to(device)
             _, pr, pt = (x.to(device) for x in train_data.transitions(pidx))
             pairs = (pz[:, :-1].flatten(0, 1), pz[:, 1:].flatten(0, 1), pr.flatten(), pt.flatten())
+        dream = None if rollouts is None else rollouts.next(ema, step, gen)
         with autocast(device, train.precision):
-            losses = net(z, actions, rewards, terminated, gen if device.type == "cpu" else None, pairs)
+            losses = net(z, actions, rewards, terminated, gen if device.type == "cpu" else None, pairs, dream,
+                         train.head_rollout_share)
         opt.zero_grad(set_to_none=True)
         losses.loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, train.grad_clip)
