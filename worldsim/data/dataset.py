@@ -36,7 +36,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self.store = store
         self.length = int(length)
         names = store.split_names(split, val_fraction)[:max_episodes]
-        frames, actions, rewards, terminated, starts = [], [], [], [], []
+        frames, actions, rewards, terminated = [], [], [], []
         offset = 0
         self.episode_names: list[str] = []
         self.episode_lengths: list[int] = []
@@ -51,7 +51,6 @@ class WindowDataset(torch.utils.data.Dataset):
             actions.append(torch.from_numpy(np.append(ep.actions, 0)))
             rewards.append(torch.from_numpy(np.append(ep.rewards, 0.0).astype(np.float32)))
             terminated.append(torch.from_numpy(np.append(ep.terminated, False)))
-            starts.append(torch.arange(offset, offset + t + 2 - self.length))
             self.episode_lengths.append(t + 1)  # frames of each episode, back to back in the flat arrays
             offset += t + 1
         if not frames:
@@ -64,7 +63,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self.actions = torch.cat(actions)
         self.rewards = torch.cat(rewards)
         self.terminated = torch.cat(terminated)
-        self.starts = torch.cat(starts)  # valid window starts into the flat arrays
+        self.starts = self.starts_for(self.length)  # valid window starts into the flat arrays
         self.num_steps = int(offset - len(frames))
 
     def __len__(self) -> int:
@@ -96,7 +95,7 @@ class WindowDataset(torch.utils.data.Dataset):
         return pick[:, None] + torch.arange(self.length)
 
     def starts_for(self, length: int) -> torch.Tensor:
-        """Valid starts of windows of another ``length`` (>= 2) over the same flat arrays."""
+        """Valid starts of windows of ``length`` (>= 2) frames over the flat arrays (``starts`` for its own)."""
         if length < 2:
             raise ValueError(f"a window needs at least 2 frames, got length={length}.")
         offsets = [0, *torch.tensor(self.episode_lengths).cumsum(0).tolist()]
