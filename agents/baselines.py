@@ -25,7 +25,7 @@ def score_with_baselines(run_dir: str | Path, env_name: str, env_kwargs: dict[st
                          num_workers: int = 0, progress: bool = True) -> dict[str, Any]:
     run_dir = Path(run_dir)
     out = run_dir / "evaluation.json"
-    ecfg = AgentEvalConfig(episodes=episodes, num_workers=num_workers)
+    ecfg = AgentEvalConfig(episodes=episodes, num_workers=num_workers, progress=progress)
     result = json.loads(out.read_text()) if out.exists() else {}
     if result.get("real_steps") != real_steps or result.get("episodes") != episodes:
         result = {"real_steps": real_steps, "episodes": episodes}  # another budget: score again

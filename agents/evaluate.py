@@ -14,7 +14,7 @@ was trained in (the dream-to-real gap).
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -22,6 +22,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from worldsim.agents.agent_file import read_agent
 from worldsim.agents.real_eval import random_actor, score_on_real_env
@@ -39,6 +40,7 @@ class AgentEvalConfig:
     deterministic: bool = False  # greedy actions instead of samples from the policy
     dream_episodes: int = 16  # 0 skips the dream return
     random_baseline: bool = True
+    progress: bool = False  # a bar per policy, one tick per finished game
 
 
 def bootstrap_ci(values: list[float], seed: int = 0, resamples: int = 10_000, level: float = 0.95) -> tuple[float, float]:
@@ -79,14 +81,21 @@ def _play(agent: str | None, env_name: str, env_kwargs: dict, seeds: list[int], 
 def play_real(agent: str | None, env_name: str, env_kwargs: dict, num_actions: int, cfg: AgentEvalConfig) -> dict[str, Any]:
     seeds = [cfg.seed + i for i in range(cfg.episodes)]
     workers = max(1, min(cfg.num_workers or (os.cpu_count() or 1), len(seeds)))
-    chunks = [seeds[i::workers] for i in range(workers)]
+    who = "agent" if agent else "random policy"
+    bar = tqdm(total=len(seeds), desc=f"{who} on real {env_name}", unit="episode", disable=not cfg.progress)
+    by_seed = {}
     if workers == 1:
-        results = [_play(agent, env_name, env_kwargs, chunks[0], cfg.max_steps, cfg.deterministic, num_actions)]
-    else:
+        for s in seeds:
+            by_seed[s] = _play(agent, env_name, env_kwargs, [s], cfg.max_steps, cfg.deterministic, num_actions)[0]
+            bar.update(1)
+    else:  # one task per episode, so the bar moves as games finish
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            results = list(pool.map(_play, [agent] * workers, [env_name] * workers, [env_kwargs] * workers, chunks,
-                                    [cfg.max_steps] * workers, [cfg.deterministic] * workers, [num_actions] * workers))
-    by_seed = {s: r for chunk, res in zip(chunks, results) for s, r in zip(chunk, res)}
+            futures = {pool.submit(_play, agent, env_name, env_kwargs, [s], cfg.max_steps, cfg.deterministic,
+                                   num_actions): s for s in seeds}
+            for future in as_completed(futures):
+                by_seed[futures[future]] = future.result()[0]
+                bar.update(1)
+    bar.close()
     returns = [by_seed[s][0] for s in seeds]
     return {"episodes": len(seeds), "seeds": seeds, "returns": returns, "lengths": [by_seed[s][1] for s in seeds],
             "mean_return": float(np.mean(returns)), "ci95": list(bootstrap_ci(returns, cfg.seed))}

@@ -71,11 +71,39 @@ def sampling_table(d: dict) -> str:
     return "\n".join(head + out)
 
 
+def arms_table(d: dict) -> str:
+    """An A/B/... of training recipes × sampling steps (e.g. sharp_sampling_boxing.json)."""
+    def survival(m: dict, h: str) -> str:
+        keys = sorted(k for k in m[h] if k.startswith("survival_"))
+        return " / ".join("–" if m[h][k] is None else f"{m[h][k]:.2f}" for k in keys) or "–"
+
+    out = ["| arm | steps | LPIPS h1 / h4 / h16 | FD-LPIPS h1 / h16 | moving sharpness h1 / h16 | sprites survive h1 "
+           "| PSNR h1 / h16 | motion PSNR h16 | controllability h16 (dB) | dream steps/s (pixels, batch 64) |",
+           "|---" * 10 + "|"]
+    rep = None
+    for arm, entry in d["arms"].items():
+        for n, run in sorted(entry["by_sampling_steps"].items(), key=lambda kv: int(kv[0])):
+            m, rep = run["model"], run["repeat_last"]
+            out.append(f"| {arm} | {n} | {m['1']['lpips']:.3f} / {m['4']['lpips']:.3f} / {m['16']['lpips']:.3f} | "
+                       f"{m['1']['fd_lpips']:.2f} / {m['16']['fd_lpips']:.2f} | {m['1']['moving_sharpness']:.2f} / "
+                       f"{m['16']['moving_sharpness']:.2f} | {survival(m, '1')} | {m['1']['psnr']:.2f} / {m['16']['psnr']:.2f} | "
+                       f"{m['16']['motion_psnr']:.2f} | {run['controllability_db']['16']:+.2f} | "
+                       f"{run['dream_steps_per_s_pixels_batch64']:.0f} |")
+    if rep:
+        out.append(f"| repeat-last | – | {rep['1']['lpips']:.3f} / {rep['4']['lpips']:.3f} / {rep['16']['lpips']:.3f} | "
+                   f"{rep['1']['fd_lpips']:.2f} / {rep['16']['fd_lpips']:.2f} | {rep['1']['moving_sharpness']:.2f} / "
+                   f"{rep['16']['moving_sharpness']:.2f} | {survival(rep, '1')} | {rep['1']['psnr']:.2f} / "
+                   f"{rep['16']['psnr']:.2f} | {rep['16']['motion_psnr']:.2f} | – | – |")
+    return "\n".join(out)
+
+
 def main(paths: list[str]) -> None:
     for path in paths:
         d = json.loads(Path(path).read_text())
         print(f"<!-- {path} -->")
-        if "presets" in d and "matmul_gflops" in d:
+        if "arms" in d:
+            print(arms_table(d))
+        elif "presets" in d and "matmul_gflops" in d:
             print(dream_table(d))
         elif "runs" in d and "checkpoint" in d:
             print(sampling_table(d))

@@ -37,6 +37,26 @@ def test_precondition_edm_identities(sigma_data):
     assert pre.c_skip.shape == pre.c_out.shape == pre.c_in.shape == pre.c_noise.shape == sigma.shape
 
 
+def test_x_prediction_preconditioning():
+    """target="x": no skip, D = σ_data·F, so F's target is x0 / σ_data whatever the noise (the noisy
+    input never passes through to the output); c_in and c_noise as EDM; the two agree at σ_max."""
+    g = torch.Generator().manual_seed(0)
+    sigma = torch.tensor([0.01, 0.5, 80.0], dtype=torch.float64)
+    x0 = torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64) * 0.7
+    noisy = x0 + sigma[:, None, None, None] * torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    pre = diffusion.precondition(sigma, 0.7, "x")
+    edm = diffusion.precondition(sigma, 0.7)
+    assert pre.c_skip.eq(0).all() and torch.allclose(pre.c_out, torch.full_like(sigma, 0.7))
+    torch.testing.assert_close(pre.c_in, edm.c_in)
+    torch.testing.assert_close(pre.c_noise, edm.c_noise)
+    pre_b = Preconditioning(*(v[:, None, None, None] for v in pre))
+    torch.testing.assert_close(diffusion.denoising_target(x0, noisy, pre_b), x0 / 0.7)
+    torch.testing.assert_close(diffusion.denoise(diffusion.denoising_target(x0, noisy, pre_b), noisy, pre_b), x0)
+    assert abs(edm.c_skip[-1].item()) < 1e-4 and edm.c_out[-1].item() == pytest.approx(0.7, rel=1e-4)
+    with pytest.raises(ValueError, match="edm.target"):
+        diffusion.precondition(sigma, 0.7, "eps")
+
+
 def test_effective_target_has_unit_variance_empirically():
     g = torch.Generator().manual_seed(0)
     sigma_data, sigma = 0.7, torch.tensor(1.3)

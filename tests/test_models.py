@@ -496,6 +496,24 @@ def test_world_model_step_options():
         model.step(_started(model), actions, solver="rk4")
 
 
+def test_x_prediction_model_outputs_its_network_output_not_its_noisy_input():
+    """edm.target="x": the generated change is σ_data·F, whatever noise the sampler fed in. With
+    the EDM target the same network passes the noisy input's share c_skip·x through at low σ."""
+    cfg = WorldModelConfig(tokenizer=TOK, dit=dit_config(), edm=EDMConfig(sampling_steps=2, target="x"))
+    model = WorldModel(cfg).eval()  # fresh: F = 0 exactly (adaLN-Zero), so D = 0 at every level
+    model.set_frame_size(32, 32)
+    actions = torch.tensor([2, 2, 3])
+    cache = _started(model)
+    z = model.sample_next(cache, actions, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(z, cache.last_latents.float())  # change = 0: no noise leaked
+    edm = WorldModel(WorldModelConfig(tokenizer=TOK, dit=dit_config(), edm=EDMConfig(sampling_steps=2))).eval()
+    edm.set_frame_size(32, 32)
+    cache = _started(edm)
+    assert not torch.allclose(edm.sample_next(cache, actions, torch.Generator().manual_seed(0)), cache.last_latents.float())
+    out = WorldModel(cfg).loss(*transitions(3, 4), generator=torch.Generator().manual_seed(0))
+    assert all(torch.isfinite(v).item() for v in out)
+
+
 def test_world_model_set_frame_size_checks_both_grids():
     model = world_model()
     assert model.set_frame_size(32, 48) == (8, 12)

@@ -37,6 +37,11 @@ class EDMConfig:
     sigma_max: float = 80.0
     rho: float = 7.0
     sampling_steps: int = 1  # denoiser evaluations per generated frame (Euler); see karras_sigmas
+    # What the network predicts: "edm" (EDM Table 1: D = c_skip x + c_out F, so at low noise F
+    # predicts the noise to remove) or "x" (x-prediction as Dreamer 4: c_skip = 0, D = σ_data F,
+    # the clean target itself at every level, weighted uniformly; an imperfect F then errs towards
+    # a blur instead of leaving the input's noise in the frame). The two agree at σ_max.
+    target: str = "edm"
     solver: str = "euler"  # "euler" or "heun"
 
 
@@ -47,9 +52,18 @@ class Preconditioning(NamedTuple):
     c_noise: torch.Tensor
 
 
-def precondition(sigma: torch.Tensor, sigma_data: float) -> Preconditioning:
-    """EDM Table 1 (preconditioning column), for any shape of ``sigma``."""
+TARGETS = ("edm", "x")
+
+
+def precondition(sigma: torch.Tensor, sigma_data: float, target: str = "edm") -> Preconditioning:
+    """EDM Table 1 (preconditioning column), for any shape of ``sigma``; with ``target="x"``
+    c_skip = 0 and c_out = σ_data (x-prediction: F's target x0 / σ_data has unit variance)."""
+    if target not in TARGETS:
+        raise ValueError(f"edm.target must be one of {TARGETS}, got {target!r}.")
     s2, d2 = sigma**2, sigma_data**2
+    if target == "x":
+        return Preconditioning(torch.zeros_like(sigma), torch.full_like(sigma, sigma_data), 1.0 / (s2 + d2).sqrt(),
+                               sigma.clamp_min(1e-12).log() / 4.0)
     c_skip = d2 / (s2 + d2)
     c_out = sigma * sigma_data / (s2 + d2).sqrt()
     c_in = 1.0 / (s2 + d2).sqrt()

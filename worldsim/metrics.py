@@ -80,3 +80,25 @@ def sharpness_sums(pred: torch.Tensor, target: torch.Tensor, reference: torch.Te
     moving = F.max_pool2d(moving, 3, stride=1, padding=1)
     return {"lap_pred": lp.flatten(1).sum(1), "lap_true": lt.flatten(1).sum(1),
             "moving_lap_pred": (lp * moving).flatten(1).sum(1), "moving_lap_true": (lt * moving).flatten(1).sum(1)}
+
+
+# ----------------------------------------------------------------------------- distributions
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (n, d) and (m, d) (the FID
+    formula, Heusel et al. 2017): |μa − μb|² + tr Σa + tr Σb − 2 tr (Σa^½ Σb Σa^½)^½, in float64
+    with symmetric eigendecompositions (valid when n < d and the covariances are singular). With
+    few samples it is biased upwards (two sets of real frames score above 0): compare methods on
+    the same windows, never with a figure computed on another number of samples."""
+    if a.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"frechet_distance needs two (n >= 2, d) feature sets, got {tuple(a.shape)}, {tuple(b.shape)}")
+    a, b = a.double(), b.double()
+    mu = (a.mean(0) - b.mean(0)).pow(2).sum()
+    ca, cb = torch.cov(a.T), torch.cov(b.T)
+
+    def sqrtm_psd(m: torch.Tensor) -> torch.Tensor:
+        vals, vecs = torch.linalg.eigh((m + m.T) / 2)
+        return (vecs * vals.clamp_min(0).sqrt()) @ vecs.T
+
+    root_a = sqrtm_psd(ca)
+    cross = torch.linalg.eigvalsh(root_a @ cb @ root_a).clamp_min(0).sqrt().sum()
+    return float(mu + ca.trace() + cb.trace() - 2 * cross)

@@ -187,6 +187,13 @@ class LPIPS(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.compare(x, y)[0]
+
+    @torch.no_grad()
+    def compare(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """LPIPS distances (b,) and both images' **pooled features** (b, 1152): the spatial means of
+        the five unit-normalised maps, concatenated (the embedding the Fréchet distance of
+        :func:`worldsim.metrics.frechet_distance` compares as distributions)."""
         if x.shape != y.shape:
             raise ValueError(f"LPIPS needs two batches of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
         b = x.shape[0]
@@ -194,7 +201,8 @@ class LPIPS(nn.Module):
         total = torch.zeros(b, device=self.shift.device)
         for f, lin in zip(feats, self.lins):
             total = total + lin((f[:b] - f[b:]) ** 2).mean(dim=(1, 2, 3))
-        return total
+        pooled = torch.cat([f.mean(dim=(2, 3)) for f in feats], dim=1)  # (2b, 1152)
+        return total, pooled[:b], pooled[b:]
 
     def _to_unit(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.shift.device)

@@ -16,6 +16,8 @@ ROWS = (
     ("repeat-last, SSIM", "repeat_last", "ssim", ".3f"),
     ("model, LPIPS", "model", "lpips", ".3f"),
     ("repeat-last, LPIPS", "repeat_last", "lpips", ".3f"),
+    ("model, Fréchet distance of LPIPS features", "model", "fd_lpips", ".3f"),
+    ("repeat-last, Fréchet distance of LPIPS features", "repeat_last", "fd_lpips", ".3f"),
     ("model, sharpness ratio", "model", "sharpness", ".2f"),
     ("model, moving-region sharpness ratio", "model", "moving_sharpness", ".2f"),
     ("tokenizer floor, PSNR", "tokenizer_floor", "psnr", ".2f"),
@@ -34,6 +36,12 @@ def rollout_table(evaluation: dict[str, Any]) -> str:
         if all(v is None for v in values):
             continue
         out.append(f"| {label} | " + " | ".join("–" if v is None else format(v, fmt) for v in values) + " |")
+    sprites = sorted({k for h in hs for k in r["model"][h] if k.startswith("survival_")})
+    for key in sprites:  # object survival, model and repeat-last
+        for label, who in (("model", "model"), ("repeat-last", "repeat_last"), ("tokenizer floor", "tokenizer_floor")):
+            values = [r.get(who, {}).get(h, {}).get(key) for h in hs]
+            out.append(f"| {label}, {key.removeprefix('survival_').replace('_', ' ')} survives | "
+                       + " | ".join("–" if v is None else f"{v:.2f}" for v in values) + " |")
     out.append("| controllability (dB) | " + " | ".join(f"{r['controllability_db'][h]:+.2f}" for h in hs) + " |")
     return "\n".join(out)
 

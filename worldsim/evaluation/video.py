@@ -107,3 +107,37 @@ def write_video(frames: np.ndarray, out_file: str | Path, fps: int = 15) -> Path
         return atomic_write_with(out_file, lambda tmp: imageio.mimsave(tmp, list(frames), duration=1000 / fps, loop=0))
     even = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # H.264 wants even sizes
     return atomic_write_with(out_file, lambda tmp: imageio.mimsave(tmp, list(even), fps=fps, macro_block_size=1))
+
+
+@torch.no_grad()
+def horizon_strip(model: WorldModel, data_dir: str | Path, horizons: tuple[int, ...] = (1, 4, 16, 64), rows: int = 3,
+                  split: str = "all", val_fraction: float = 0.1, seed: int = 0, scale: int = 2,
+                  sampling_steps: int | None = None) -> np.ndarray:
+    """One still image (H, W, 3) uint8: per held-out window a row of real | dream pairs at the given
+    horizons, the docs' visual proof of what a rollout keeps (same rollout routine as the video)."""
+    C, T = model.cfg.dit.context_frames, max(horizons)
+    data = WindowDataset(EpisodeStore.open(data_dir), C + T, split, val_fraction)
+    g = torch.Generator().manual_seed(seed)
+    batch = data.gather(data.distinct_windows(rows, g))
+    out = model.rollout(model.encode(batch.frames[:, :C]), model.prev_actions(batch.actions[:, : C - 1]),
+                        batch.actions[:, C - 1 :], g, sampling_steps)
+    real = channels_last_frames(batch.frames[:, C:]).numpy()  # (r, T, h, w, 3)
+    dream = channels_last_frames(model.decode(out.latents)).numpy()
+    gap = np.zeros((real.shape[2] * scale + 2 * BORDER, 6, 3), np.uint8)
+    lines = []
+    for r in range(len(real)):
+        cells = []
+        for h in horizons:
+            pair = np.concatenate([_panel(real[r, h - 1], scale, None), _panel(dream[r, h - 1], scale, (40, 160, 60))], 1)
+            cells += [pair, gap]
+        lines.append(np.concatenate(cells[:-1], axis=1))
+    body = np.concatenate(lines, axis=0)
+    header = np.zeros((HEADER, body.shape[1], 3), np.uint8)
+    width = 2 * (real.shape[3] * scale + 2 * BORDER) + gap.shape[1]
+    labels = [(f"h={h}: real | dream", i * width) for i, h in enumerate(horizons)]
+    from PIL import Image, ImageDraw
+
+    img = Image.fromarray(header)
+    for text, x in labels:
+        ImageDraw.Draw(img).text((x + 3, 5), text, fill=(255, 255, 255))
+    return np.concatenate([np.asarray(img), body], axis=0)

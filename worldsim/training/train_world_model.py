@@ -138,6 +138,7 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
         seconds_before = float(ckpt.get("train_seconds", 0.0))
         if dist.is_main:
             print(f"resuming world-model training from step {step} of {stop}")
+    first_step = step
     net = DistributedDataParallel(model) if dist.enabled else model
     latents = encode_frames(model, train_data.frames, device, progress)  # (N, c, h, w), kept on the CPU
     if step == 0:  # scale of frame-to-frame changes, for the residual parametrisation
@@ -226,6 +227,7 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
     checkpoint(metrics)
     logger.close()
     if dist.is_main:
-        print(f"world model: {step} steps in {seconds / 60:.1f} min ({metrics['samples_per_s']:.1f} windows/s); saved {out}")
+        done = f"steps {first_step}-{step}" if first_step else f"{step} steps"  # a resumed run times its own steps
+        print(f"world model: {done} in {seconds / 60:.1f} min ({metrics['samples_per_s']:.1f} windows/s); saved {out}")
     cleanup_distributed(dist)
     return metrics
