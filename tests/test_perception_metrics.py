@@ -113,3 +113,15 @@ def test_lpips_and_its_frechet_distance_prefer_a_sharp_shift_to_a_blur():
     assert (d_blur > d_shift).all()
     assert torch.allclose(d_shift, net(shifted, true))
     assert frechet_distance(f_blur, f_true) > frechet_distance(f_shift, f_true)
+
+
+def test_a_tiny_ball_survives_a_change_of_its_blended_pixel_count():
+    """Area resizing spreads a ball over 1-3 pixels depending on where it sits: one of slack."""
+    one = pong_frames([None])
+    one[0, :, 30, 30] = torch.tensor(BALL, dtype=torch.uint8)
+    three = pong_frames([(40, 20)])
+    three[0, :, 20, 42] = torch.tensor(BALL, dtype=torch.uint8)
+    (ball,) = SPRITES["pong"]
+    assert sprite_pixels(one, ball).item() == 1 and sprite_pixels(three, ball).item() == 3
+    assert survival_sums(three, one, SPRITES["pong"])["ball_survived"].item() == 1
+    assert survival_sums(one, three, SPRITES["pong"])["ball_survived"].item() == 1

@@ -10,7 +10,8 @@ on recorded Pong and Breakout play); a ball blurred over twice its area has none
 threshold, and a vanished ball has none.
 
 **Survival at horizon h** = among the windows whose true frame holds the sprite (≥ 1 sprite pixel),
-the share whose generated frame holds between half and twice the true count (at least one). Grain
+the share whose generated frame holds between half and twice the true count, one pixel of slack
+either way (a 1–3 pixel ball's count moves with its sub-pixel position), and at least one. Grain
 of the sprite's colour that doubles the count fails it as well. Pooled over windows per horizon.
 
 The sprite table lists colours in the ALE's NTSC palette; regions are fractions of the frame
@@ -76,11 +77,12 @@ def sprite_pixels(frames: torch.Tensor, sprite: Sprite) -> torch.Tensor:
 def survival_sums(pred: torch.Tensor, true: torch.Tensor, sprites: tuple[Sprite, ...]) -> dict[str, torch.Tensor]:
     """Per-item indicators for pooling, per sprite: ``<name>_present`` (the true frame holds it) and
     ``<name>_survived`` (present, and the generated frame holds between half and twice as many
-    sprite pixels, at least one)."""
+    sprite pixels, one pixel of slack either way, at least one)."""
     out = {}
     for s in sprites:
         n_true, n_pred = sprite_pixels(true, s), sprite_pixels(pred, s)
         present = n_true >= 1
-        ok = present & (n_pred >= 1) & (2 * n_pred >= n_true) & (n_pred <= 2 * n_true)
+        # one pixel of slack on both bounds: a 1-3 pixel ball's count moves with its sub-pixel position
+        ok = present & (n_pred >= 1) & (2 * n_pred >= n_true - 2) & (n_pred <= 2 * n_true + 1)
         out[f"{s.name}_present"], out[f"{s.name}_survived"] = present.double(), ok.double()
     return out
