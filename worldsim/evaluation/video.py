@@ -58,22 +58,33 @@ def _panel(frame: np.ndarray, scale: int, border: tuple[int, int, int] | None) -
 
 
 @torch.no_grad()
+def _dream_windows(model: WorldModel, store: EpisodeStore, rows: int, steps: int, split: str, val_fraction: float,
+                   seed: int, sampling_steps: int | None):
+    """``rows`` seeded held-out windows dreamed ``steps`` frames under their recorded actions (one rollout
+    routine: :meth:`WorldModel.rollout`, as the evaluation): the batch, the rollout, and the real and
+    dreamed frames (r, T, h, w, 3) uint8."""
+    C = model.cfg.dit.context_frames
+    data = WindowDataset(store, C + steps, split, val_fraction)
+    g = torch.Generator().manual_seed(seed)
+    batch = data.gather(data.distinct_windows(rows, g))  # frames (r, C+T, 3, h, w)
+    out = model.rollout(model.encode(batch.frames[:, :C]), model.prev_actions(batch.actions[:, : C - 1]),
+                        batch.actions[:, C - 1 :], g, sampling_steps)
+    real = channels_last_frames(batch.frames[:, C:]).numpy()
+    dream = channels_last_frames(model.decode(out.latents)).numpy()
+    return batch, out, real, dream
+
+
+@torch.no_grad()
 def render_rollouts(model: WorldModel, data_dir: str | Path, rows: int = 4, steps: int = 64, split: str = "val",
                     val_fraction: float = 0.1, seed: int = 0, scale: int = 3, psnr_threshold: float = 20.0,
                     sampling_steps: int | None = None) -> RolloutFrames:
     """The video frames of ``rows`` held-out windows dreamed for ``steps`` frames (one rollout routine:
     :meth:`WorldModel.rollout`, as the evaluation)."""
-    C = model.cfg.dit.context_frames
     store = EpisodeStore.open(data_dir)
     meanings = list(store.metadata.get("action_meanings", []))
-    data = WindowDataset(store, C + steps, split, val_fraction)
-    g = torch.Generator().manual_seed(seed)
-    batch = data.gather(data.distinct_windows(rows, g))  # frames (r, C+T, 3, h, w)
-    latents = model.encode(batch.frames[:, :C])
+    batch, out, real, dream = _dream_windows(model, store, rows, steps, split, val_fraction, seed, sampling_steps)
+    C = model.cfg.dit.context_frames
     actions = batch.actions[:, C - 1 :]  # (r, T): the action before each generated frame
-    out = model.rollout(latents, model.prev_actions(batch.actions[:, : C - 1]), actions, g, sampling_steps)
-    real = channels_last_frames(batch.frames[:, C:]).numpy()  # (r, T, h, w, 3)
-    dream = channels_last_frames(model.decode(out.latents)).numpy()
     mse = ((real.astype(np.float64) - dream) / 255.0) ** 2
     psnr = np.vectorize(psnr_from_mse)(mse.reshape(*mse.shape[:2], -1).mean(-1))  # (r, T)
     below = psnr < psnr_threshold
@@ -115,14 +126,8 @@ def horizon_strip(model: WorldModel, data_dir: str | Path, horizons: tuple[int, 
                   sampling_steps: int | None = None) -> np.ndarray:
     """One still image (H, W, 3) uint8: per held-out window a row of real | dream pairs at the given
     horizons, the docs' visual proof of what a rollout keeps (same rollout routine as the video)."""
-    C, T = model.cfg.dit.context_frames, max(horizons)
-    data = WindowDataset(EpisodeStore.open(data_dir), C + T, split, val_fraction)
-    g = torch.Generator().manual_seed(seed)
-    batch = data.gather(data.distinct_windows(rows, g))
-    out = model.rollout(model.encode(batch.frames[:, :C]), model.prev_actions(batch.actions[:, : C - 1]),
-                        batch.actions[:, C - 1 :], g, sampling_steps)
-    real = channels_last_frames(batch.frames[:, C:]).numpy()  # (r, T, h, w, 3)
-    dream = channels_last_frames(model.decode(out.latents)).numpy()
+    _, _, real, dream = _dream_windows(model, EpisodeStore.open(data_dir), rows, max(horizons), split, val_fraction,
+                                       seed, sampling_steps)
     gap = np.zeros((real.shape[2] * scale + 2 * BORDER, 6, 3), np.uint8)
     lines = []
     for r in range(len(real)):
