@@ -2,6 +2,8 @@
 (windows/s from WindowDataset.sample, and episode decompression).
 
     python benchmarks/collect_throughput.py --out benchmarks/results/collect_throughput.json
+    python benchmarks/collect_throughput.py --env minetest --steps 2000 --workers 1 4 \
+        --out benchmarks/results/collect_throughput_minetest.json   # real time: one game per worker
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def main() -> None:
     ap.add_argument("--env", default="atari")
     ap.add_argument("--game", default="boxing")
     ap.add_argument("--steps", type=int, default=8000)
+    ap.add_argument("--workers", type=int, nargs="+", default=None, help="worker counts (default: 1 and all cores)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     kwargs = {"game": args.game} if args.env == "atari" else {}
@@ -33,13 +36,14 @@ def main() -> None:
     result = {"env": args.env, "env_kwargs": kwargs, "steps": args.steps, "cpu_count": cores, "collect": {}}
     tmp = Path(tempfile.mkdtemp())
     try:
-        for workers in sorted({1, cores}):
+        counts = sorted(set(args.workers or {1, cores}))
+        for workers in counts:
             d = tmp / f"w{workers}"
             r = collect(args.env, kwargs, str(d), args.steps, num_workers=workers, progress=False)
             result["collect"][f"{workers}_workers"] = {"steps_per_s": r.steps_per_second, "seconds": r.seconds,
                                                        "episodes": r.episodes_written}
             print(f"{workers} worker(s): {r.steps_per_second:.0f} env steps/s")
-        store = EpisodeStore.open(tmp / f"w{cores}")
+        store = EpisodeStore.open(tmp / f"w{counts[-1]}")
         t = time.perf_counter()
         data = WindowDataset(store, 20, "all")
         load_s = time.perf_counter() - t

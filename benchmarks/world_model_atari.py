@@ -64,7 +64,15 @@ def main() -> None:
         "evaluate": ["evaluate-world-model", *common, f"data_dir={held}", "split=all", f"num_windows={args.windows}",
                      "horizons=[1,2,4,8,16]", f"out_dir={run_dir}/eval"],
     }
+    import torch
+    from dream_throughput import matmul_peak
+
+    def peaks() -> dict:
+        return {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+
+    peak_before = peaks()  # speeds mean little without the machine's matmul peak beside them
     seconds = {name: run(cmd) for name, cmd in commands.items()}
+    peak_after = peaks()
     ev = json.loads(Path(run_dir, "eval", "world_model_eval.json").read_text())
     from worldsim.models.checkpoint import load_checkpoint
 
@@ -72,7 +80,7 @@ def main() -> None:
     wm = load_checkpoint(Path(run_dir, "world_model.pt"))
     result = {
         "game": args.game, "model": args.model, "commands": {k: "worldsim " + " ".join(v) for k, v in commands.items()},
-        "wall_seconds": seconds,
+        "wall_seconds": seconds, "matmul_gflops": {"before": peak_before, "after": peak_after},
         "cpu_training_minutes": (tok["metrics"].get("train_seconds", 0) + wm["metrics"].get("train_seconds", 0)) / 60,
         "tokenizer": tok["metrics"], "world_model": wm["metrics"], "evaluation": ev,
     }

@@ -6,7 +6,7 @@ Gymnasium under ``worldsim/...`` ids when :mod:`worldsim` is imported::
     import gymnasium as gym, worldsim
     env = gym.make("worldsim/Atari-v0", game="boxing")
 
-or built by short name with :func:`make_env` (``"atari"``, ``"miniworld"``, ``"crafter"``, ``"minerl"``).
+or built by short name with :func:`make_env` (``"atari"``, ``"miniworld"``, ``"crafter"``, ``"minerl"``, ``"minetest"``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ ADAPTERS: dict[str, tuple[str, str]] = {
     "miniworld": ("worldsim/MiniWorld-v0", "worldsim.envs.miniworld:MiniWorldEnv"),
     "crafter": ("worldsim/Crafter-v0", "worldsim.envs.crafter:CrafterEnv"),
     "minerl": ("worldsim/MineRL-v0", "worldsim.envs.minerl:MineRLEnv"),
+    "minetest": ("worldsim/Minetest-v0", "worldsim.envs.minetest:MinetestEnv"),
 }
 
 

@@ -227,3 +227,43 @@ def test_kill_9_loses_nothing_on_disk_and_resumes(tmp_path):
     assert {k: after[k] for k in before} == before, "resuming changed episodes written before the kill"
     assert store.total_steps() >= 4000
     check_store(store, 4000, {"max_episode_steps": 200})
+
+
+def test_inverse_actions_come_from_the_names():
+    from worldsim.data.policies import inverse_actions
+
+    assert inverse_actions(["turn_left", "turn_right", "move_forward"]) == {0: 1, 1: 0}
+    assert inverse_actions(["turn_left", "turn_right", "move_forward", "move_back", "pickup"]) == {0: 1, 1: 0, 2: 3, 3: 2}
+    minetest = ["noop", "forward", "back", "left", "right", "jump", "camera_up_15", "camera_down_15",
+                "forward_camera_left_15", "forward_camera_right_15"]
+    inv = inverse_actions(minetest)
+    assert inv[1] == 2 and inv[3] == 4 and inv[6] == 7 and 0 not in inv and 5 not in inv
+    assert 8 not in inv  # forward + camera left: "back_camera_right" is not an action
+    assert inverse_actions(["NOOP", "FIRE", "UP", "DOWN", "UPLEFT", "DOWNRIGHT"]) == {2: 3, 3: 2, 4: 5, 5: 4}
+
+
+def test_revisit_excursions_come_back():
+    from worldsim.data.policies import RevisitPolicy
+
+    names = ["turn_left", "turn_right", "move_forward", "move_back"]
+    effect = {0: (1, 0), 1: (-1, 0), 2: (0, 1), 3: (0, -1)}
+    pol = RevisitPolicy(4, 1, seed=0, action_meanings=names, revisit_prob=1.0, max_segments=3)
+    pose, returns = np.zeros(2, int), 0
+    for _ in range(2000):
+        pose += effect[int(pol.act(np.zeros((1, 8, 8, 3), np.uint8))[0])]
+        if not pol.plans[0]:  # an excursion just ended: back where it started
+            assert pose.tolist() == [0, 0]
+            returns += 1
+    assert returns > 50
+    mixed = RevisitPolicy(4, 2, seed=1, action_meanings=names, revisit_prob=0.5)
+    acts = np.stack([mixed.act(np.zeros((2, 8, 8, 3), np.uint8)) for _ in range(500)])
+    assert set(np.unique(acts)) == {0, 1, 2, 3} and not np.array_equal(acts[:, 0], acts[:, 1])
+    mixed.episode_done(0)
+    assert mixed.plans[0] == []
+
+
+def test_revisit_needs_invertible_actions():
+    with pytest.raises(ValueError, match="undo each other"):
+        make_policy("revisit", 2, 1, 0, ["noop", "attack"])
+    with pytest.raises(ValueError, match="revisit_prob"):
+        make_policy("revisit", 2, 1, 0, ["turn_left", "turn_right"], revisit_prob=2.0)

@@ -200,9 +200,40 @@ def test_world_model_predictor_runs_on_probes(suite):
     first = predictor.predict(ctx, ctx_actions, actions)
     assert first.shape == (len(actions), 64, 64, 3) and first.dtype == np.uint8
     assert np.array_equal(first, predictor.predict(ctx, ctx_actions, actions))  # seeded by the probe
-    result = score_suite(short, [predictor, repeat_last()], reconstruct=tokenizer_reconstruct(model))
-    assert result["context_window"] == 2 and set(result["scores"]) == {"model", "repeat_last", "tokenizer_floor"}
+    cut = world_model_predictor(model, "model_context1", sampling_steps=1, context_limit=1)
+    result = score_suite(short, [predictor, cut, repeat_last()], reconstruct=tokenizer_reconstruct(model))
+    assert result["context_window"] == 2
+    assert set(result["scores"]) == {"model", "model_context1", "repeat_last", "tokenizer_floor"}
     assert result["scores"]["model"]["revisit"]["by_loop_length"]["2"]["psnr"] > 0
+
+
+def test_context_limited_rollout_is_the_cached_rollout_at_full_context():
+    import torch
+
+    from worldsim.models.dit import DiTConfig
+    from worldsim.models.tokenizer import TokenizerConfig
+    from worldsim.models.world_model import WorldModel, WorldModelConfig
+
+    torch.manual_seed(0)
+    dit = DiTConfig(latent_channels=4, width=32, depth=2, heads=2, mlp_ratio=2.0, num_actions=5, context_frames=3,
+                    stack_frames=2)
+    model = WorldModel(WorldModelConfig(tokenizer=TokenizerConfig(channels=[16], latent_channels=4, res_blocks=1),
+                                        dit=dit)).eval()
+    model.set_frame_size(32, 32)
+    for p in model.dit.parameters():  # away from adaLN-Zero's init, where every context gives the same output
+        p.data.normal_(0, 0.05)
+    ctx, prev, acts = torch.randn(2, 3, 4, 8, 8), torch.randint(0, 5, (2, 3)), torch.randint(0, 5, (2, 6))
+
+    def roll(fn, *args):
+        return fn(ctx, prev, acts, torch.Generator().manual_seed(1), *args)
+
+    cached = roll(model.rollout).latents
+    torch.testing.assert_close(roll(model._windowed_rollout, None, 3), cached, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(roll(model.rollout_latents, None, None), cached)
+    one, two = roll(model.rollout_latents, None, 1), roll(model.rollout_latents, None, 2)
+    assert (one - cached).abs().max() > 0.1 and (two - one).abs().max() > 0.1  # less context, another rollout
+    with pytest.raises(ValueError, match="context_limit"):
+        roll(model.rollout_latents, None, 4)
 
 
 # ----------------------------------------------------------------------------- reproducibility and version

@@ -115,3 +115,77 @@ def test_step_reward_is_the_expected_sign_under_the_posterior(parts):
     torch.testing.assert_close(out.reward, out.reward_probs[:, 2] - out.reward_probs[:, 0])
     assert torch.tensor(REWARD_CLASSES).tolist() == [-1.0, 0.0, 1.0]
     torch.testing.assert_close(out.reward_probs.sum(-1), torch.ones(3))
+
+
+def test_history_keeps_each_dreams_latest_frames_and_their_real_counterparts(parts):
+    model, data, latents = parts
+    C = model.cfg.dit.context_frames
+    L = C + 2
+    ro = HeadRollouts(data, latents, rows=3, horizon=6, device=torch.device("cpu"), precision="fp32", history=L)
+    gen = torch.Generator().manual_seed(0)
+    first = ro.next(model, 0, gen)  # restart + one generated frame: C + 1 < L frames
+    assert ro.windows(2, gen) is None
+    second = ro.next(model, 1, gen)
+    assert ro.frames.shape[:2] == (3, L)
+    torch.testing.assert_close(ro.frames[:, :C], latents[ro.frame_idx[:, :C]])  # the real context
+    torch.testing.assert_close(ro.frames[:, C], first.new)  # then the dream's own frames
+    torch.testing.assert_close(ro.frames[:, C + 1], second.new)
+    assert torch.equal(ro.frame_idx[:, -1], ro.pos) and (ro.frame_idx.diff(dim=1) == 1).all()
+    third = ro.next(model, 2, gen)  # full: the oldest frame leaves
+    torch.testing.assert_close(ro.frames[:, -1], third.new)
+    torch.testing.assert_close(ro.frames[:, -3], first.new)
+    frames, idx = ro.windows(2, gen)
+    assert frames.shape == (2, L, *latents.shape[1:]) and idx.shape == (2, L)
+    for f, i in zip(frames, idx):  # each window is one dream's history, with its own real indices
+        row = int((ro.frame_idx[:, 0] == i[0]).nonzero()[0])
+        torch.testing.assert_close(f, ro.frames[row])
+        assert torch.equal(i, ro.frame_idx[row])
+
+
+def test_loss_targets_are_what_the_noisy_stream_predicts(parts):
+    model, data, latents = parts
+    idx = data.window_indices(2, torch.Generator().manual_seed(2))
+    z, (a, r, t) = latents[idx], data.transitions(idx)
+
+    def loss(targets=None):
+        return model.loss(z, a, r, t, torch.Generator().manual_seed(3), targets=targets)
+
+    base = loss()
+    same = loss(z)
+    assert same.diffusion == base.diffusion and same.reward == base.reward
+    moved = loss(z + 0.5)  # other frames to reach from the same context
+    assert moved.diffusion != base.diffusion
+    assert moved.reward == base.reward  # the heads read the clean stream, not the targets
+
+
+def test_rollout_windows_train_and_resume_exactly(tiny_world_model, tmp_path):
+    from worldsim.models.checkpoint import load_checkpoint
+
+    def train(out, steps, until=None):
+        cfg = WorldModelTrainConfig(steps=steps, batch_size=2, window=4, head_rollouts=2, head_rollout_horizon=5,
+                                    rollout_windows=2, ckpt_every=10, log_every=10, warmup=2, device="cpu")
+        return train_world_model(tiny_world_model["data_dir"], tiny_world_model["tokenizer"], out,
+                                 _tiny_model(), cfg, progress=False, until=until)
+
+    whole, parts_ = tmp_path / "whole.pt", tmp_path / "parts.pt"
+    train(whole, 20)
+    train(parts_, 20, until=10)
+    train(parts_, 20)
+    a, b = load_checkpoint(whole), load_checkpoint(parts_)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    with pytest.raises(ValueError, match="head_rollouts >= 3"):
+        cfg = WorldModelTrainConfig(steps=2, head_rollouts=2, rollout_windows=3)
+        train_world_model(tiny_world_model["data_dir"], tiny_world_model["tokenizer"], tmp_path / "x.pt", {}, cfg,
+                          progress=False)
+    assert not (tmp_path / "x.pt").exists()
+
+
+def _tiny_model() -> dict:
+    """The tiny preset's model options, as `worldsim train-world-model model=tiny` passes them."""
+    from pathlib import Path
+
+    import yaml
+
+    cfg = yaml.safe_load((Path(__file__).parents[1] / "configs" / "model" / "tiny.yaml").read_text())
+    return {k: v for k, v in cfg.items() if k not in ("name", "tokenizer", "tokenizer_train", "world_model_train")}

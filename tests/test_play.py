@@ -199,7 +199,11 @@ def test_keymaps_combine_held_keys_by_the_action_meanings():
     assert name("minerl", minerl_meanings(), "w", "left") == "forward_camera_left_15"
     assert name("minerl", minerl_meanings(), "w", "left ctrl") == "sprint_forward"
     assert "down: DOWN" not in " ".join(keymap_for("atari", PONG).help_lines())
-    assert set(FAMILIES) == {"atari", "miniworld", "crafter", "minerl"}
+    from worldsim.envs.minetest import action_meanings as minetest_meanings
+
+    assert name("minetest", minetest_meanings(15.0), "w", "f") == "forward_attack"
+    assert name("minetest", minetest_meanings(15.0), "w", "left ctrl") == "forward"  # no sprint in Minetest
+    assert set(FAMILIES) == {"atari", "miniworld", "crafter", "minerl", "minetest"}
 
 
 # ----------------------------------------------------------------------------- 4. bad input

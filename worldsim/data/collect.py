@@ -74,7 +74,7 @@ def collect(
     num_workers = num_workers or max(1, os.cpu_count() or 1)
     meta = describe_env(env_name, env_kwargs)
     # Build the policy first: a bad policy setting must fail before anything is written.
-    make_policy(policy, meta["num_actions"], 1, seed, **(policy_kwargs or {}))
+    make_policy(policy, meta["num_actions"], 1, seed, meta["action_meanings"], **(policy_kwargs or {}))
     store = EpisodeStore.create(data_dir, meta)
     before = store.total_steps()
     remaining = steps - before
@@ -91,7 +91,8 @@ def collect(
         vec = gym.vector.AsyncVectorEnv(env_fns, autoreset_mode=mode, context="spawn")
     # Seeds depend on where this run starts, so a resumed run does not replay the same episodes.
     run_seed = seed * 1_000_003 + start_index * 1009
-    pol: Policy = make_policy(policy, meta["num_actions"], num_workers, run_seed, **(policy_kwargs or {}))
+    pol: Policy = make_policy(policy, meta["num_actions"], num_workers, run_seed, meta["action_meanings"],
+                              **(policy_kwargs or {}))
     realtime = meta["realtime"]
     t0 = time.perf_counter()
     obs, info = vec.reset(seed=run_seed)

@@ -61,9 +61,12 @@ def repeat_last() -> Predictor:
     return Predictor("repeat_last", 1, lambda ctx, _, acts: np.repeat(ctx[-1:], len(acts), axis=0))
 
 
-def world_model_predictor(model, name: str = "model", seed: int = 0, sampling_steps: int | None = None) -> Predictor:
+def world_model_predictor(model, name: str = "model", seed: int = 0, sampling_steps: int | None = None,
+                          context_limit: int | None = None) -> Predictor:
     """A :class:`~worldsim.models.world_model.WorldModel` rolled out from the real context (as
-    world_model_eval does), with noise seeded from ``seed`` and the probe's content (order-independent)."""
+    world_model_eval does), with noise seeded from ``seed`` and the probe's content (order-independent).
+    ``context_limit``: every generated frame sees only the last that many frames (the baseline of
+    the same model with its context cut; it gets the same real context and the same noise)."""
     device = next(model.parameters()).device
 
     @torch.no_grad()
@@ -74,8 +77,8 @@ def world_model_predictor(model, name: str = "model", seed: int = 0, sampling_st
         latents = model.encode(frames)
         prev = model.prev_actions(torch.as_tensor(ctx_actions, dtype=torch.long, device=device)[None])
         acts = torch.as_tensor(actions, dtype=torch.long, device=device)[None]
-        out = model.rollout(latents, prev, acts, gen, sampling_steps)
-        return model.decode(out.latents[0]).permute(0, 2, 3, 1).cpu().numpy()  # (T, h, w, 3)
+        out = model.rollout_latents(latents, prev, acts, gen, sampling_steps, context_limit)
+        return model.decode(out[0]).permute(0, 2, 3, 1).cpu().numpy()  # (T, h, w, 3)
 
     return Predictor(name, int(model.cfg.dit.context_frames), predict)
 
@@ -285,8 +288,10 @@ def bench_consistency(model, ckpt: dict[str, Any], out_dir: str | Path | None, s
     suite = make_suite(seed, count, cfg)
     device = next(model.parameters()).device
     with autocast(device, precision):
-        result = score_suite(suite, [world_model_predictor(model, seed=seed, sampling_steps=sampling_steps), repeat_last()],
-                             reconstruct=tokenizer_reconstruct(model))
+        predictors = [world_model_predictor(model, seed=seed, sampling_steps=sampling_steps)]
+        if C > 1:  # how much of its context the model uses: the same model seeing one frame only
+            predictors.append(world_model_predictor(model, "model_context1", seed, sampling_steps, context_limit=1))
+        result = score_suite(suite, predictors + [repeat_last()], reconstruct=tokenizer_reconstruct(model))
     result["checkpoint_step"] = ckpt.get("step")
     result["precision"] = resolve_precision(precision, device)
     result["sampling_steps"] = sampling_steps or model.cfg.edm.sampling_steps

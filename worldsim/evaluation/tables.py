@@ -57,7 +57,12 @@ def heads_summary(evaluation: dict[str, Any]) -> str:
     text = (f"Heads (teacher-forced, {hd['transitions']} held-out transitions): reward accuracy "
             f"{acc if acc is None else format(acc, '.3f')}, balanced accuracy "
             f"{bal if bal is None else format(bal, '.3f')} (recall −1 / 0 / +1: {rec['-1.0']} / {rec['0.0']} / "
-            f"{rec['1.0']}; counts {hd['reward_class_counts']}); episode end precision {hd['end_precision']:.2f}, "
+            f"{rec['1.0']}; counts {hd['reward_class_counts']})")
+    if hd.get("reward_balanced_accuracy_weighted") is not None:
+        rw = {k: (f"{v:.2f}" if v is not None else "n/a") for k, v in hd["reward_recall_per_class_weighted"].items()}
+        text += (f", deciding by the data posterior; {hd['reward_balanced_accuracy_weighted']:.3f} deciding with the "
+                 f"training class weights (recall {rw['-1.0']} / {rw['0.0']} / {rw['1.0']})")
+    text += (f"; episode end precision {hd['end_precision']:.2f}, "
             f"recall {hd['end_recall']:.2f}, F1 {hd['end_f1']:.2f} ({hd['episode_ends']} ends).")
     if "rollout_reward_accuracy" in evaluation.get("rollouts", {}):
         text += f" Reward accuracy inside the rollouts: {evaluation['rollouts']['rollout_reward_accuracy']:.3f}."

@@ -164,7 +164,7 @@ def rollout_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig, pro
 def head_metrics(model: WorldModel, store: EpisodeStore, names: list[str], progress: bool) -> dict[str, Any]:
     """Teacher-forced reward / episode-end predictions over every transition of the given episodes."""
     C = model.cfg.dit.context_frames
-    pred_r, true_r, pred_e, true_e = [], [], [], []
+    pred_r, pred_w, true_r, pred_e, true_e = [], [], [], [], []
     for _, ep in tqdm(store.iter_episodes(names), total=len(names), desc="heads", disable=not progress):
         if len(ep) < C:
             continue
@@ -176,6 +176,7 @@ def head_metrics(model: WorldModel, store: EpisodeStore, names: list[str], progr
             a = actions[t - 1 : t]
             heads = model.append(cache, latents[None, t], a)
             pred_r.append(int(heads.reward.argmax(-1)))
+            pred_w.append(int((heads.reward * model.reward_weights).argmax(-1)))  # the training loss's weighted softmax
             pred_e.append(bool(heads.end > 0.5))
         true_r += reward_to_class(torch.from_numpy(ep.rewards[C - 1 :])).tolist()
         true_e += ep.terminated[C - 1 :].tolist()
@@ -184,14 +185,23 @@ def head_metrics(model: WorldModel, store: EpisodeStore, names: list[str], progr
     tp, fp, fn = int((pe & te).sum()), int((pe & ~te).sum()), int((~pe & te).sum())
     precision = tp / max(tp + fp, 1)
     recall = tp / max(tp + fn, 1)
-    recall_per_class = {str(REWARD_CLASSES[c]): float((pr[tr == c] == c).mean()) if (tr == c).any() else None
-                        for c in range(3)}
+    def recalls(pred: np.ndarray) -> dict[str, float | None]:
+        return {str(REWARD_CLASSES[c]): float((pred[tr == c] == c).mean()) if (tr == c).any() else None for c in range(3)}
+
+    def balanced(rec: dict[str, float | None]) -> float | None:  # mean of the per-class recalls
+        return float(np.mean([r for r in rec.values() if r is not None])) if len(tr) else None
+
+    recall_per_class, recall_weighted = recalls(pr), recalls(np.array(pred_w))
     return {
         "transitions": int(len(tr)), "reward_accuracy": float((pr == tr).mean()) if len(tr) else None,
         "reward_recall_per_class": recall_per_class,
-        # mean of the per-class recalls: what accuracy hides when nearly every reward is 0
-        "reward_balanced_accuracy": float(np.mean([r for r in recall_per_class.values() if r is not None]))
-        if len(tr) else None,
+        # mean of the per-class recalls: what accuracy hides when nearly every reward is 0. The
+        # decision is the argmax of the data posterior (what the dream's probabilities say), which
+        # seldom names a rare class; "_weighted" decides with the training loss's class weights
+        # (the argmax of the weighted softmax, as the evaluation did before the posterior existed)
+        "reward_balanced_accuracy": balanced(recall_per_class),
+        "reward_recall_per_class_weighted": recall_weighted,
+        "reward_balanced_accuracy_weighted": balanced(recall_weighted),
         "reward_class_counts": {str(REWARD_CLASSES[c]): int((tr == c).sum()) for c in range(3)},
         "end_precision": precision, "end_recall": recall,
         "end_f1": 2 * precision * recall / max(precision + recall, 1e-9), "episode_ends": int(te.sum()),

@@ -172,11 +172,14 @@ class WorldModel(nn.Module):
 
     def loss(self, latents: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, terminated: torch.Tensor,
              generator: torch.Generator | None = None, pairs: tuple[torch.Tensor, ...] | None = None,
-             dream: tuple[torch.Tensor, ...] | None = None, dream_share: float = 0.0) -> LossOutput:
+             dream: tuple[torch.Tensor, ...] | None = None, dream_share: float = 0.0,
+             targets: torch.Tensor | None = None) -> LossOutput:
         """Teacher-forced loss on a window: latents (b, t, c, h, w), transitions (b, t-1). ``pairs``:
         extra (prev, new, rewards, terminated) transitions (m, c, h, w) x2, (m,) x2 for the heads' pair view.
         ``dream``: (tokens, prev, new, rewards, terminated) transitions of the model's own rollouts
-        (worldsim.training.head_rollouts), ``dream_share`` of the heads' losses."""
+        (worldsim.training.head_rollouts), ``dream_share`` of the heads' losses. ``targets`` (b, t, c,
+        h, w): the frames to predict, when they are not the ``latents`` the clean stream reads (windows
+        of the model's own rollouts: it reads its frames and learns the real game's next ones)."""
         cfg, edm = self.cfg, self.cfg.edm
         b, t = latents.shape[:2]
         dev = latents.device
@@ -190,7 +193,7 @@ class WorldModel(nn.Module):
         pre_c = diffusion.precondition(sigma_aug.clamp_min(edm.sigma_min), edm.sigma_data)
         clean_in = (latents + sigma_aug[..., None, None, None] * randn(latents.shape)) * pre_c.c_in[..., None, None, None]
         # Noisy stream: the changes to frames 1..t-1 from their previous frame, at EDM training noise levels.
-        x0 = (latents[:, 1:] - latents[:, :-1]) / self.delta_std
+        x0 = ((latents if targets is None else targets)[:, 1:] - latents[:, :-1]) / self.delta_std
         sigma = diffusion.training_sigmas((b, t - 1), edm, generator, dev)
         pre = diffusion.precondition(sigma, edm.sigma_data, edm.target)
         pre_b = diffusion.Preconditioning(*(v[..., None, None, None] for v in pre))
@@ -216,9 +219,9 @@ class WorldModel(nn.Module):
         return LossOutput(total, diff_loss.detach(), reward_loss.detach(), end_loss.detach())
 
     def forward(self, latents, actions, rewards, terminated, generator=None, pairs=None, dream=None,
-                dream_share=0.0) -> LossOutput:
+                dream_share=0.0, targets=None) -> LossOutput:
         """The training loss (so DistributedDataParallel can wrap the model); see :meth:`loss`."""
-        return self.loss(latents, actions, rewards, terminated, generator, pairs, dream, dream_share)
+        return self.loss(latents, actions, rewards, terminated, generator, pairs, dream, dream_share, targets)
 
     # ------------------------------------------------------------------ generation
     def _context_input(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -320,6 +323,53 @@ class WorldModel(nn.Module):
         outs = [self.step(cache, actions[:, k], generator, sampling_steps) for k in range(actions.shape[1])]
         return RolloutOutput(torch.stack([o.latents for o in outs], 1), torch.stack([o.reward_probs for o in outs], 1),
                              torch.stack([o.end_prob for o in outs], 1))
+
+    @torch.no_grad()
+    def rollout_latents(self, context: torch.Tensor, context_prev_actions: torch.Tensor, actions: torch.Tensor,
+                        generator: torch.Generator | None = None, sampling_steps: int | None = None,
+                        context_limit: int | None = None) -> torch.Tensor:
+        """Generated latents (b, T, c, h, w) of a rollout as :meth:`rollout` (same noise draws), but
+        each frame sees only the last ``context_limit`` frames (1..C; None = C, the cached rollout).
+        The limited rollout runs the windowed training pass on those frames, so it sees what the
+        first frames of a training window see: the "context cut to k frames" baseline of the
+        consistency benchmark, which shows how much of the model's context it uses."""
+        C = self.cfg.dit.context_frames
+        m = C if context_limit is None else int(context_limit)
+        if not 1 <= m <= C:
+            raise ValueError(f"context_limit must be between 1 and the model's context_frames={C}, got {context_limit}.")
+        if m == C:
+            return self.rollout(context, context_prev_actions, actions, generator, sampling_steps).latents
+        return self._windowed_rollout(context, context_prev_actions, actions, generator, sampling_steps, m)
+
+    def _windowed_rollout(self, context: torch.Tensor, context_prev_actions: torch.Tensor, actions: torch.Tensor,
+                          generator: torch.Generator | None, sampling_steps: int | None, m: int) -> torch.Tensor:
+        """:meth:`rollout_latents` through the uncached windowed pass (equal to the cached rollout at m = C)."""
+        edm = self.cfg.edm
+        b, dev = actions.shape[0], context.device
+        steps = edm.sampling_steps if sampling_steps is None else sampling_steps
+        sigmas = diffusion.karras_sigmas(steps, edm.sigma_min, edm.sigma_max, edm.rho)
+        frames, prev = context[:, -m:].float(), context_prev_actions[:, -m:]
+        out = []
+        for k in range(actions.shape[1]):
+            a = actions[:, k]
+            clean = torch.cat([frames, frames[:, -1:]], dim=1)  # (b, m+1): the last slot is never attended to
+            x_clean, c_clean = self._context_input(clean)
+            acts = torch.cat([prev, a[:, None]], dim=1)  # (b, m+1): the action that led to each frame
+
+            def denoiser(x: torch.Tensor, sigma: float) -> torch.Tensor:
+                pre = diffusion.precondition(torch.full((b, m), sigma, device=dev), edm.sigma_data, edm.target)
+                noisy = torch.zeros((b, m, *x.shape[1:]), device=dev)
+                noisy[:, -1] = x  # only the frame after the window matters; the others are ignored
+                raw, _ = self.dit(x_clean, c_clean, noisy * pre.c_in[..., None, None, None], pre.c_noise, acts)
+                last = diffusion.Preconditioning(*(v[:, -1, None, None, None] for v in pre))
+                return diffusion.denoise(raw[:, -1], x, last)
+
+            noise = torch.randn((b, self.cfg.dit.latent_channels, *self.latent_hw), generator=generator, device=dev)
+            z = frames[:, -1] + diffusion.sample(denoiser, noise.float(), sigmas, edm.solver).float() * self.delta_std
+            out.append(z)
+            frames = torch.cat([frames, z[:, None]], dim=1)[:, -m:]
+            prev = torch.cat([prev, a[:, None]], dim=1)[:, -m:]
+        return torch.stack(out, dim=1)
 
     def set_frame_size(self, h: int, w: int) -> tuple[int, int]:
         """Fix the frame size generation works at; returns the latent grid size."""

@@ -64,7 +64,8 @@ def single_part(meaning: str) -> frozenset[str]:
 
 
 FAMILIES = {"atari": (ATARI_KEYS, atari_parts), "miniworld": (MINIWORLD_KEYS, single_part),
-            "crafter": (CRAFTER_KEYS, single_part), "minerl": (MINERL_KEYS, minerl_parts)}
+            "crafter": (CRAFTER_KEYS, single_part), "minerl": (MINERL_KEYS, minerl_parts),
+            "minetest": (MINERL_KEYS, minerl_parts)}  # Minetest's actions are MineRL's, minus sprint and use
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class KeyMap:
 
 
 def keymap_for(env_name: str, action_meanings: list[str]) -> KeyMap:
-    """The key bindings of an env family (``atari``, ``miniworld``, ``crafter``, ``minerl``) for
+    """The key bindings of an env family (``atari``, ``miniworld``, ``crafter``, ``minerl``, ``minetest``) for
     the given action meanings; any other env gets number keys only."""
     keys, parse = FAMILIES.get(env_name, ({}, single_part))
     clash = set(keys) & set(CONTROL_KEYS)

@@ -15,6 +15,14 @@ labels say what the real game did, so the heads learn to stay quiet on drifted f
 to invent events. All dreams restart from fresh real contexts every ``horizon`` steps (at steps
 that are multiples of it, so an interrupted training resumes exactly from a checkpoint); their
 draws use the training's data generator.
+
+With ``history`` > 0 the dreams also keep their last ``history`` frames (the real context first,
+then generated ones) and the real frames at the same steps, so that training can teach the DiT
+itself on its own rollouts (:meth:`HeadRollouts.windows`, ``world_model_train.rollout_windows``):
+the clean stream reads the dream's frames and the target is the real game's next frame, the
+correction from where the dream drifted back to where the game went (DAgger, scheduled sampling;
+Self Forcing trains on the model's own rollouts for the same reason: a model taught only on real
+contexts never sees the errors it makes in a rollout).
 """
 
 from __future__ import annotations
@@ -38,14 +46,17 @@ class DreamTransitions(NamedTuple):
 
 class HeadRollouts:
     def __init__(self, data: WindowDataset, latents: torch.Tensor, rows: int, horizon: int,
-                 device: torch.device, precision: str) -> None:
-        if rows < 1 or horizon < 1:
-            raise ValueError(f"head rollouts need rows >= 1 and horizon >= 1, got {rows} and {horizon}.")
+                 device: torch.device, precision: str, history: int = 0) -> None:
+        if rows < 1 or horizon < 1 or history < 0:
+            raise ValueError(f"head rollouts need rows >= 1, horizon >= 1 and history >= 0, got {rows}, {horizon} "
+                             f"and {history}.")
         self.data, self.latents, self.rows, self.horizon = data, latents, rows, horizon
-        self.device, self.precision = device, precision
+        self.device, self.precision, self.history = device, precision, history
         self.window_starts: torch.Tensor | None = None
         self.cache = None
         self.pos = torch.zeros(rows, dtype=torch.long)  # flat index of each dream's real counterpart frame
+        self.frames: torch.Tensor | None = None  # (r, <= history, c, h, w) each dream's latest frames, oldest first
+        self.frame_idx: torch.Tensor | None = None  # (r, <= history) their real counterparts' flat indices
 
     def _starts(self, context: int) -> torch.Tensor:
         if self.window_starts is None:
@@ -67,6 +78,8 @@ class HeadRollouts:
         prev = model.prev_actions(self.data.actions[idx[:, :-1]].to(self.device))
         self.cache = model.start_rollout(context, prev, start_pos=0)
         self.pos = s + C - 1
+        if self.history:
+            self.frames, self.frame_idx = context[:, -self.history:].float(), idx[:, -self.history:]
 
     @torch.no_grad()
     def next(self, model: WorldModel, step: int, generator: torch.Generator) -> DreamTransitions:
@@ -83,4 +96,16 @@ class HeadRollouts:
             self.cache.last_latents = new
         rewards, terminated = self.data.rewards[self.pos].to(self.device), self.data.terminated[self.pos].to(self.device)
         self.pos = self.pos + 1  # windows lie inside one episode: an end can only be a dream's last step
+        if self.history:
+            self.frames = torch.cat([self.frames, new.float()[:, None]], 1)[:, -self.history:]
+            self.frame_idx = torch.cat([self.frame_idx, self.pos[:, None]], 1)[:, -self.history:]
         return DreamTransitions(tokens, prev, new, rewards, terminated)
+
+    def windows(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``count`` dreams' last ``history`` frames (count, history, c, h, w) and their real
+        counterparts' flat indices (count, history), from dreams drawn with ``generator``; ``None``
+        until the dreams hold that many frames again after a restart."""
+        if self.frames is None or self.frames.shape[1] < self.history:
+            return None
+        rows = torch.randperm(self.rows, generator=generator)[:count]
+        return self.frames[rows], self.frame_idx[rows]

@@ -45,6 +45,7 @@ class WorldModelTrainConfig:
     head_rollouts: int = 16  # dreams run beside training whose frames train the heads (0: none)
     head_rollout_horizon: int = 50  # their length before restarting from real play; divides ckpt_every
     head_rollout_share: float = 0.5  # their share of the heads' losses
+    rollout_windows: int = 0  # windows of those dreams added to each batch: the DiT reads its own frames, learns the real next ones
     lr: float = 5e-4
     weight_decay: float = 0.01
     warmup: int = 100
@@ -82,6 +83,10 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
             f"world_model_train.ckpt_every={train.ckpt_every} must be a multiple of head_rollout_horizon="
             f"{train.head_rollout_horizon} (the head rollouts restart at its multiples, so a resumed run "
             "continues exactly); change either, or set head_rollouts=0.")
+    if train.rollout_windows and not 0 < train.rollout_windows <= train.head_rollouts:
+        raise ValueError(
+            f"world_model_train.rollout_windows={train.rollout_windows} needs as many dreams running beside "
+            f"training: set world_model_train.head_rollouts >= {train.rollout_windows} (now {train.head_rollouts}).")
     run_dir = Path(run_dir) if run_dir else out.parent
     device = resolve_device(train.device)
     dist = setup_distributed(device)
@@ -174,7 +179,7 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
     rollouts = None
     if train.head_rollouts > 0:
         rollouts = HeadRollouts(train_data, latents, train.head_rollouts, train.head_rollout_horizon, device,
-                                train.precision)
+                                train.precision, history=train.window if train.rollout_windows else 0)
 
     # ---- loop
     logger = Logger(run_dir / "world_model", enabled=dist.is_main)
@@ -192,9 +197,17 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
             _, pr, pt = (x.to(device) for x in train_data.transitions(pidx))
             pairs = (pz[:, :-1].flatten(0, 1), pz[:, 1:].flatten(0, 1), pr.flatten(), pt.flatten())
         dream = None if rollouts is None else rollouts.next(ema, step, gen)
+        targets = None
+        own = rollouts.windows(train.rollout_windows, gen) if train.rollout_windows else None
+        if own is not None:  # windows of the model's own rollouts, the real game's frames as targets
+            own_z, own_idx = own
+            targets = torch.cat([z, latents[own_idx].to(device)])
+            z = torch.cat([z, own_z.to(device)])
+            actions, rewards, terminated = (torch.cat([x, y.to(device)]) for x, y in
+                                            zip((actions, rewards, terminated), train_data.transitions(own_idx)))
         with autocast(device, train.precision):
             losses = net(z, actions, rewards, terminated, gen if device.type == "cpu" else None, pairs, dream,
-                         train.head_rollout_share)
+                         train.head_rollout_share, targets)
         opt.zero_grad(set_to_none=True)
         losses.loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, train.grad_clip)
