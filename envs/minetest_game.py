@@ -111,11 +111,10 @@ def _remove_stale_homes() -> None:
     for d in Path(tempfile.gettempdir()).glob(_HOME_PREFIX + "*"):
         try:
             pid = int(d.name[len(_HOME_PREFIX):].split("-")[0])
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        except ValueError:
+            continue
+        if not _pid_alive(pid):
             shutil.rmtree(d, ignore_errors=True)
-        except (ValueError, PermissionError):
-            pass
 
 
 def find_executable(executable: str | None = None) -> str:

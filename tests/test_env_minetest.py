@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,13 +60,7 @@ def _have_minetest() -> bool:
         import Xlib  # noqa: F401
     except (MinetestError, ImportError):
         return False
-    return bool(shutil_which("Xvfb"))
-
-
-def shutil_which(name: str):
-    import shutil
-
-    return shutil.which(name)
+    return bool(shutil.which("Xvfb"))
 
 
 needs_minetest = pytest.mark.skipif(not _have_minetest(), reason="needs minetest, minetest-data, xvfb, python-xlib")

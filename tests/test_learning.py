@@ -15,7 +15,7 @@ import pytest
 
 from worldsim.cli import main
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # alone on 2 cores: ~8 min with hardware bf16, ~30 min fp32-only
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # alone: 34 min on a 2-core Xeon with AMX (bf16), one thread (conftest sets OMP_NUM_THREADS=1)
 
 
 def test_small_world_model_beats_repeat_last_and_follows_actions(tmp_path):
