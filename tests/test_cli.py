@@ -39,6 +39,14 @@ def test_cfg_shows_overrides(capsys):
     assert cfg["policy"] == {"name": "random"}
 
 
+def test_run_takes_the_behaviour_policy_and_its_settings(capsys):
+    assert main(["run", "collect.policy.max_hold=30", "--cfg"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["collect"]["policy"] == {"name": "sticky_random", "min_hold": 1, "max_hold": 30}
+    assert main(["run", "policy@collect.policy=revisit", "--cfg"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["collect"]["policy"]["name"] == "revisit"
+
+
 def test_unknown_key_is_a_usage_error(capsys):
     assert main(["collect", "foo=1"]) == 2
     err = capsys.readouterr().err

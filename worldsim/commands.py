@@ -270,7 +270,7 @@ def run(cfg: DictConfig) -> None:
     run_dir = Path(cfg.run_dir)
     base = {"env": cfg.env, "model": cfg.model, "seed": cfg.seed, "device": cfg.device, "precision": cfg.precision,
             "val_fraction": cfg.val_fraction, "progress": cfg.progress, "run_dir": str(run_dir)}
-    policy = {"name": cfg.collect.policy}
+    policy = _kwargs(cfg.collect.policy)
     timings: dict[str, float] = {}
 
     def stage(name: str, fn, node: dict) -> object:
