@@ -10,11 +10,21 @@ synthetic context given through ``reset(options=...)``, so the benchmark needs n
 1,280 steps/s. The "no cache" rows are a model-level reference: the whole context window is
 re-encoded by the DiT for every generated frame, which is what a model without a key/value cache
 must do.
+
+``--before REF`` measures the same cases with the code of git revision ``REF`` (a temporary
+worktree) beside the working tree, in fresh processes, alternating which goes first, ``--rounds``
+times each; every measurement records the bf16 matmul peak taken just before it, since the CPU
+behind a machine of this kind varies and even drifts within a session:
+
+    python benchmarks/dream_throughput.py --presets small --batches 64 --precisions bf16 \
+        --before 6822495 --rounds 3 --out benchmarks/results/dream_step_before_after.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +34,9 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from before_after import alternate, matmul_peak, run_with  # noqa: E402
+
 from worldsim.io import atomic_write_json
 from worldsim.models.world_model import WorldModel, WorldModelConfig
 from worldsim.sim.dream_env import DreamVectorEnv
@@ -31,7 +44,8 @@ from worldsim.models.checkpoint import save_checkpoint
 from worldsim.runtime import autocast, cpu_has_fast_bf16
 from worldsim.models.loading import world_model_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs" / "model"
 NUM_ACTIONS = 18
 FRAME = 64
 
@@ -41,16 +55,6 @@ def preset(name: str) -> WorldModelConfig:
     cfg = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
     model = {k: v for k, v in cfg.items() if k not in ("name", "tokenizer_train", "world_model_train")}
     return world_model_config(model, cfg["tokenizer"], NUM_ACTIONS)
-
-
-def matmul_peak(dtype: torch.dtype, seconds: float = 2.0) -> float:
-    a, b = torch.randn(2048, 1024, dtype=dtype), torch.randn(1024, 2048, dtype=dtype)
-    a @ b
-    n, t = 0, time.perf_counter()
-    while time.perf_counter() - t < seconds:
-        a @ b
-        n += 1
-    return 2 * 2048 * 1024 * 2048 * n / (time.perf_counter() - t) / 1e9
 
 
 def fresh_checkpoint(name: str, folder: Path) -> Path:
@@ -133,6 +137,33 @@ def ale_steps_per_s(seconds: float = 3.0) -> float:
     return n / (time.perf_counter() - t)
 
 
+def measure_case(name: str, device: str, batch: int, precision: str, obs: str, seconds: float) -> dict:
+    """One cached-dream measurement in this process, beside the bf16 matmul peak measured just before."""
+    context = np.random.default_rng(0).integers(0, 256, (FRAME, FRAME, 3), dtype=np.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        env = DreamVectorEnv(fresh_checkpoint(name, Path(tmp)), num_envs=batch, obs_type=obs, precision=precision,
+                             end_threshold=1.0, device=device)
+        env.reset(seed=0, options={"context_frames": np.stack([context] * env.core.C)})
+        flops = flops_per_frame(env, obs)
+        peak = matmul_peak(torch.bfloat16, 1.0)
+        sps = time_env(env, seconds)
+        env.close()
+    return {"steps_per_s": sps, "gflop_per_step": flops / 1e9, "achieved_gflops": sps * flops / 1e9,
+            "bf16_peak_gflops": peak, "share_of_bf16_peak": sps * flops / 1e9 / peak}
+
+
+def compare_with(ref: str, cases: list[dict], rounds: int, seconds: float) -> list[dict]:
+    """Each case measured with the code of ``ref`` and with the working tree (:mod:`before_after`)."""
+    out = []
+    for case in cases:
+        def measure(tree: Path) -> dict:
+            return json.loads(run_with(tree, [__file__, "--child", json.dumps({**case, "seconds": seconds})]))
+
+        res = alternate(ref, rounds, measure, str(case))
+        out.append({**case, **res, "speedup": res["after"]["steps_per_s"] / res["before"]["steps_per_s"]})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--presets", default="tiny,small")
@@ -140,11 +171,28 @@ def main() -> None:
     ap.add_argument("--precisions", default="fp32,bf16", help="bf16 is skipped on CPUs without hardware bf16")
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--devices", default="cpu,cuda", help="cuda is skipped when no GPU is present")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--before", help="a git revision to measure beside the working tree (see the module doc)")
+    ap.add_argument("--rounds", type=int, default=3, help="with --before: measurements per variant and case")
+    ap.add_argument("--child", help=argparse.SUPPRESS)  # one measure_case, as JSON, for --before
+    ap.add_argument("--out")
     args = ap.parse_args()
+    if args.child:
+        print(json.dumps(measure_case(**json.loads(args.child))))
+        return
+    if not args.out:
+        ap.error("--out is required")
     torch.manual_seed(0)
     devices = [d for d in args.devices.split(",") if d != "cuda" or torch.cuda.is_available()]
     cpu_precisions = [p for p in args.precisions.split(",") if p != "bf16" or cpu_has_fast_bf16()]
+    if args.before:
+        cases = [{"name": n, "device": d, "batch": int(b), "precision": p, "obs": o}
+                 for n in args.presets.split(",") for d in devices for b in args.batches.split(",")
+                 for p in (cpu_precisions if d == "cpu" else args.precisions.split(",")) for o in ("latent", "pixels")]
+        cmp = compare_with(args.before, cases, args.rounds, args.seconds)
+        atomic_write_json(Path(args.out), {"threads": torch.get_num_threads(), "before": args.before,
+                                           "after": "working tree", "rounds": args.rounds, "cases": cmp})
+        print(f"wrote {args.out}")
+        return
     result = {"threads": torch.get_num_threads(), "devices": devices, "cpu_hardware_bf16": cpu_has_fast_bf16(),
               "matmul_gflops": {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)},
               "ale_boxing_steps_per_s_1_core": ale_steps_per_s(), "presets": {}}
@@ -167,7 +215,8 @@ def main() -> None:
                             sps = time_env(env, args.seconds)
                             run = {"device": device, "batch": b, "precision": precision, "obs": obs, "cache": True,
                                    "steps_per_s": sps, "gflop_per_step": flops / 1e9,
-                                   "achieved_gflops": sps * flops / 1e9}
+                                   "achieved_gflops": sps * flops / 1e9,
+                                   "share_of_bf16_peak": sps * flops / 1e9 / result["matmul_gflops"]["bf16"]}
                             entry["runs"].append(run)
                             print(f"{name:6s} {device} batch {b:4d} {precision} {obs:6s} cache: {sps:9.1f} steps/s "
                                   f"({flops / 1e9:.3f} GFLOP/step, {sps * flops / 1e9:.0f} GFLOP/s)", flush=True)

@@ -4,7 +4,12 @@ in fp32 and under bf16 autocast (what ``precision=auto`` picks on CPUs with hard
 
     python benchmarks/train_throughput.py --out benchmarks/results/train_throughput.json
 
-Each measurement runs in a fresh subprocess so peak RSS is per preset and precision.
+Each measurement runs in a fresh subprocess so peak RSS is per preset and precision, and records
+the bf16 matmul peak measured just before it. ``--before REF`` measures git revision ``REF``
+beside the working tree, alternating (:mod:`before_after`):
+
+    python benchmarks/train_throughput.py --presets small --precisions bf16 --before 6822495 \
+        --out benchmarks/results/train_throughput_before_after.json
 """
 
 from __future__ import annotations
@@ -15,10 +20,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from worldsim.io import atomic_write_json
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from before_after import alternate, run_with  # noqa: E402
+
+from worldsim.io import atomic_write_json  # noqa: E402
 
 CHILD = r"""
 import contextlib, json, resource, sys, time, torch, yaml
+sys.path.insert(0, sys.argv[4])
+from before_after import matmul_peak
 from worldsim.models.world_model import WorldModel
 from worldsim.models.tokenizer import Tokenizer, TokenizerConfig, tokenizer_loss
 from worldsim.config import dataclass_from_dict
@@ -41,6 +51,7 @@ def step():
         loss = m(z, a, r, e, g).loss
     opt.zero_grad(); loss.backward(); opt.step()
 for _ in range(2): step()
+peak = matmul_peak(torch.bfloat16, 1.0)
 n, t0 = 0, time.perf_counter()
 while time.perf_counter() - t0 < float(sys.argv[2]) or n < 3:
     step(); n += 1
@@ -62,7 +73,8 @@ print(json.dumps({"dit_params": sum(p.numel() for p in m.dit.parameters()) + sum
     "tokenizer_params": sum(p.numel() for p in tok.parameters()),
     "batch_size": b, "window": t, "seconds_per_step": dt, "windows_per_s": b / dt,
     "target_frames_per_s": b * (t - 1) / dt, "tokenizer_batch_size": tb, "tokenizer_samples_per_s": tb / tdt,
-    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "threads": torch.get_num_threads()}))
+    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "threads": torch.get_num_threads(),
+    "bf16_peak_gflops": peak}))
 """
 
 
@@ -71,14 +83,32 @@ def main() -> None:
     ap.add_argument("--presets", default="tiny,small")
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--before", help="a git revision to measure beside the working tree")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     root = Path(__file__).resolve().parents[1] / "configs" / "model"
+    bench = str(Path(__file__).resolve().parent)
+    if args.before:
+        cases = []
+        for name in args.presets.split(","):
+            for precision in args.precisions.split(","):
+                def measure(tree: Path) -> dict:
+                    return json.loads(run_with(tree, ["-c", CHILD, str(root / f"{name}.yaml"), str(args.seconds),
+                                                      precision, bench]))
+
+                res = alternate(args.before, args.rounds, measure, f"{name} {precision}")
+                cases.append({"preset": name, "precision": precision, **res,
+                              "speedup": res["after"]["windows_per_s"] / res["before"]["windows_per_s"]})
+                print(f"{name} {precision}: {res['before']['windows_per_s']:.1f} -> {res['after']['windows_per_s']:.1f} "
+                      f"windows/s ({cases[-1]['speedup']:.2f}x)")
+        atomic_write_json(Path(args.out), {"device": "cpu", "cases": cases})
+        return
     result = {"device": "cpu", "presets": {}}
     for name in args.presets.split(","):
         result["presets"][name] = {}
         for precision in args.precisions.split(","):
-            out = subprocess.run([sys.executable, "-c", CHILD, str(root / f"{name}.yaml"), str(args.seconds), precision],
+            out = subprocess.run([sys.executable, "-c", CHILD, str(root / f"{name}.yaml"), str(args.seconds), precision, bench],
                                  capture_output=True, text=True, check=True)
             result["presets"][name][precision] = json.loads(out.stdout.strip().splitlines()[-1])
             print(name, precision, result["presets"][name][precision])

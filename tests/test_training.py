@@ -370,3 +370,18 @@ def test_checkpoint_naming_a_removed_option(tiny_world_model, tmp_path):
     torch.save(data, tmp_path / "unknown.pt")
     with pytest.raises(CheckpointError, match="warp_drive"):
         load_world_model(tmp_path / "unknown.pt")
+
+
+def test_checkpoint_from_before_the_gelu_option_keeps_its_tanh_gelu(tiny_world_model, tmp_path):
+    """Models trained before ``dit.gelu`` existed used tanh-GELU; new ones default to the exact
+    (4.6x faster on CPU) one. A checkpoint without the field loads as what it was trained with."""
+    data = torch.load(tiny_world_model["world_model"], weights_only=True)
+    assert load_world_model(tiny_world_model["world_model"])[0].cfg.dit.gelu == data["config"]["model"]["dit"]["gelu"]
+    del data["config"]["model"]["dit"]["gelu"]
+    torch.save(data, tmp_path / "old.pt")
+    model, _ = load_world_model(tmp_path / "old.pt")
+    assert model.cfg.dit.gelu == "tanh" and model.dit.blocks[0].mlp.gelu == "tanh"
+    data["config"]["model"]["dit"]["gelu"] = "sigmoid"
+    torch.save(data, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="gelu"):
+        load_world_model(tmp_path / "bad.pt")

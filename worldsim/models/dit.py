@@ -58,6 +58,9 @@ class DiTConfig:
     # How many of the last clean frames every token of the generated frame carries (1..context_frames):
     # a direct, local path that makes "copy what stays, move what moves" learnable in minutes.
     stack_frames: int = 4
+    # The Mix-FFN's GELU: "none" (exact, erf) or "tanh" (the approximation of models trained before
+    # December 2026, which their checkpoints keep). Exact is 4.6x faster on CPU (measured, bf16 and fp32).
+    gelu: str = "none"
 
 
 class DiTOutput(NamedTuple):
@@ -71,8 +74,11 @@ class MixFFN(nn.Module):
     a small model learn "this sprite moved one patch" in minutes. It mixes tokens within a frame only,
     so causality over frames and the key/value cache are unchanged."""
 
-    def __init__(self, width: int, hidden: int) -> None:
+    def __init__(self, width: int, hidden: int, gelu: str = "none") -> None:
         super().__init__()
+        if gelu not in ("none", "tanh"):
+            raise ValueError(f"dit.gelu must be 'none' (exact) or 'tanh', got {gelu!r}.")
+        self.gelu = gelu
         self.fc1 = nn.Linear(width, hidden)
         self.dw = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
         self.fc2 = nn.Linear(hidden, width)
@@ -81,17 +87,24 @@ class MixFFN(nn.Module):
         # x (b, F, n, d) with n = hp·wp tokens per frame
         b = x.shape[0]
         h = rearrange(self.fc1(x), "b f (hh ww) e -> (b f) e hh ww", hh=hw[0])
-        h = F.gelu(self.dw(h), approximate="tanh")
+        h = F.gelu(self.dw(h), approximate=self.gelu)
         return self.fc2(rearrange(h, "(b f) e hh ww -> b f (hh ww) e", b=b))
 
 
+def norm_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """LayerNorm without affine, then adaLN modulation, in x's dtype. Under bf16 autocast LayerNorm
+    would return fp32 (a copy that the next linear casts straight back); its bf16 kernel accumulates
+    in fp32 anyway, so the only difference is one rounding."""
+    with torch.autocast(x.device.type, enabled=False):
+        y = F.layer_norm(x, x.shape[-1:], eps=eps)
+    return modulate(y, shift.to(x.dtype), scale.to(x.dtype))
+
+
 class DiTBlock(nn.Module):
-    def __init__(self, width: int, heads: int, mlp_ratio: float) -> None:
+    def __init__(self, width: int, heads: int, mlp_ratio: float, gelu: str = "none") -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(width, heads)
-        self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
-        self.mlp = MixFFN(width, int(width * mlp_ratio))
+        self.mlp = MixFFN(width, int(width * mlp_ratio), gelu)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, hw: tuple[int, int], rope: tuple[torch.Tensor, torch.Tensor],
@@ -101,22 +114,21 @@ class DiTBlock(nn.Module):
         f, n = cond.shape[1], hw[0] * hw[1]
         sh1, sc1, g1, sh2, sc2, g2 = self.ada(cond)[:, :, None].chunk(6, dim=-1)  # each (b, F, 1, d)
         x = x.unflatten(1, (f, n))  # (b, F, n, d)
-        h, kv = self.attn(modulate(self.norm1(x), sh1, sc1).flatten(1, 2), *rope, layout, past)
-        x = x + g1 * h.unflatten(1, (f, n))
-        x = x + g2 * self.mlp(modulate(self.norm2(x), sh2, sc2), hw)
+        h, kv = self.attn(norm_modulate(x, sh1, sc1).flatten(1, 2), *rope, layout, past)
+        x = torch.addcmul(x, g1, h.unflatten(1, (f, n)))  # x + g1 · h in one kernel
+        x = torch.addcmul(x, g2, self.mlp(norm_modulate(x, sh2, sc2), hw))
         return x.flatten(1, 2), kv
 
 
 class FinalLayer(nn.Module):
     def __init__(self, width: int, out_dim: int) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.linear = nn.Linear(width, out_dim)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, n: int) -> torch.Tensor:
         shift, scale = self.ada(cond)[:, :, None].chunk(2, dim=-1)  # (b, F, 1, d)
-        return self.linear(modulate(self.norm(x).unflatten(1, (cond.shape[1], n)), shift, scale).flatten(1, 2))
+        return self.linear(norm_modulate(x.unflatten(1, (cond.shape[1], n)), shift, scale).flatten(1, 2))
 
 
 class DiT(nn.Module):
@@ -134,7 +146,7 @@ class DiT(nn.Module):
         self.token_action = nn.Embedding(cfg.num_actions + 1, d)
         self.noise_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         self.action_embed = nn.Embedding(cfg.num_actions + 1, d)  # last index: "no action" (first frame)
-        self.blocks = nn.ModuleList(DiTBlock(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(DiTBlock(d, cfg.heads, cfg.mlp_ratio, cfg.gelu) for _ in range(cfg.depth))
         self.final = FinalLayer(d, c * p * p)
         self.initialize_weights()
 
@@ -180,7 +192,9 @@ class DiT(nn.Module):
         """(b, t, c', h, w) -> (b, t·n, d) patch tokens with 2D positions."""
         hp, wp = self.grid(*frames.shape[-2:])
         x = conv(rearrange(frames, "b t c h w -> (b t) c h w"))  # (b·t, d, hp, wp)
-        x = rearrange(x, "(b t) d h w -> b t (h w) d", b=frames.shape[0]) + sincos_2d(hp, wp, self.cfg.width).to(x)
+        # positions first: the sum takes their contiguous (token, channel) layout, not the conv's
+        # transposed one, which every later kernel of the pass would otherwise inherit
+        x = sincos_2d(hp, wp, self.cfg.width).to(x) + rearrange(x, "(b t) d h w -> b t (h w) d", b=frames.shape[0])
         return rearrange(x, "b t n d -> b (t n) d")
 
     def embed_frames(self, z: torch.Tensor) -> torch.Tensor:
@@ -193,7 +207,7 @@ class DiT(nn.Module):
         frames = torch.cat([stacked, noisy[:, :, None]], dim=2)  # (b, t, k+1, c, h, w)
         x = self._tokens(self.noisy_embed, rearrange(frames, "b t k c h w -> b t (k c) h w"))
         n = x.shape[1] // noisy.shape[1]
-        return x + self.token_action(actions).repeat_interleave(n, dim=1)
+        return x + self.token_action(actions).to(x.dtype).repeat_interleave(n, dim=1)
 
     def stack(self, clean: torch.Tensor) -> torch.Tensor:
         """For frames 1..t-1 of a window, the ``k`` clean frames before each: clean (b, t, c, h, w) ->
@@ -230,7 +244,7 @@ class DiT(nn.Module):
         n = hp * wp
         dev = clean.device
         x = torch.cat([self.embed_frames(clean), self.embed_noisy(noisy, self.stack(clean), prev_actions[:, 1:])],
-                      dim=1)  # (b, (2t-1)·n, d)
+                      dim=1).float()  # (b, (2t-1)·n, d); training keeps the residual stream in fp32
         cond = torch.cat([self.condition(clean_c_noise, prev_actions),
                           self.condition(noisy_c_noise, prev_actions[:, 1:])], dim=1)  # (b, 2t-1, d)
         rope = self.rope(torch.cat([torch.arange(t, device=dev), torch.arange(1, t, device=dev)]), n)
@@ -285,18 +299,30 @@ class DiT(nn.Module):
                      append: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """One frame (b, c, h, w) through every block against the cache -> tokens (b, n, d), cond (b, 1, d).
         ``append``: it is a clean frame, whose keys / values go into the ring."""
+        # every token of the frame sits at the same time position: one (1, e) table, broadcast
+        cos, sin = rope_tables(torch.tensor([cache.next_pos], device=z.device), self.head_dim)
+        x, cond, kvs = self._frame_pass(z, c_noise, action, cache.recent, cos, sin, cache.keys, cache.values, append)
+        if append:
+            for i, kv in enumerate(kvs):
+                cache.write(i, kv, cache.next_pos)
+        return x, cond
+
+    def _frame_pass(self, z: torch.Tensor, c_noise: torch.Tensor, action: torch.Tensor, recent: torch.Tensor,
+                    cos: torch.Tensor, sin: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
+                    append: bool) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """The tensor work of :meth:`_cached_pass`, free of Python state (positions arrive as tables),
+        so that it can be traced or compiled as one function; writes only the caches' scratch slots."""
         hp, wp = self.grid(*z.shape[-2:])
         if append:
             x = self.embed_frames(z[:, None])  # (b, n, d)
         else:
-            x = self.embed_noisy(z[:, None], cache.recent[:, None].to(z.dtype), action[:, None])
+            x = self.embed_noisy(z[:, None], recent[:, None].to(z.dtype), action[:, None])
         cond = self.condition(c_noise[:, None], action[:, None])  # (b, 1, d)
-        rope = self.rope(torch.tensor([cache.next_pos], device=z.device), hp * wp)
+        kvs = []
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, cond, (hp, wp), rope, None, (cache.keys[i], cache.values[i]))
-            if append:
-                cache.write(i, kv, cache.next_pos)
-        return x, cond
+            x, kv = block(x, cond, (hp, wp), (cos, sin), None, (keys[i], values[i]))
+            kvs.append(kv)
+        return x, cond, kvs
 
     @torch.no_grad()
     def denoise_next(self, noisy: torch.Tensor, c_noise: torch.Tensor, action: torch.Tensor, cache: DiTCache) -> torch.Tensor:

@@ -37,6 +37,8 @@ def _drop_removed(cfg: dict[str, Any], path: str | Path) -> dict[str, Any]:
                         f"{path} was trained with {where}.{key}={value!r}, an option this worldsim no longer has "
                         f"(it now always behaves as {key}={built_in!r}). Load it with the worldsim version that "
                         "wrote it, or retrain with this one.")
+    # models from before dit.gelu existed used the tanh approximation
+    cfg["dit"].setdefault("gelu", "tanh")
     return cfg
 
 
@@ -66,13 +68,13 @@ def load_world_model(path: str | Path, device: str | torch.device = "cpu", use_e
                               "Train it with `worldsim train-world-model` (which trains the heads).")
     try:
         cfg = dataclass_from_dict(WorldModelConfig, _drop_removed(ckpt["config"]["model"], path))
+        model = WorldModel(cfg)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: its model config does not fit this worldsim ({e})") from e
     if "heads.net.0.weight" in weights:
         raise CheckpointError(f"{path} was trained before the reward / end heads became the sum of a pair view and "
                               "a context view (December 2026, which lets the heads learn from many more transitions "
                               "per step). Retrain it: `worldsim train-world-model ...` with a new out=...")
-    model = WorldModel(cfg)
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:

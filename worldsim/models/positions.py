@@ -17,8 +17,8 @@ import torch
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN modulation (DiT, Sec. 3.2): x · (1 + scale) + shift."""
-    return x * (1 + scale) + shift
+    """adaLN modulation (DiT, Sec. 3.2): x · (1 + scale) + shift, as one fused kernel."""
+    return torch.addcmul(shift, x, 1 + scale)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -51,6 +51,8 @@ def rope_tables(frame_pos: torch.Tensor, head_dim: int, base: float = 10_000.0) 
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (b, heads, L, e) rotated by position: x·cos + rotate_half(x)·sin."""
+    """x (b, heads, L, e) rotated by position: x·cos + rotate_half(x)·sin, in x's dtype (under bf16
+    autocast, fp32 tables would turn q and k into fp32 copies that attention casts straight back)."""
     x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.addcmul(x * cos, torch.cat([-x2, x1], dim=-1), sin)

@@ -1,0 +1,112 @@
+"""Agent training in the dream, end to end: PPO (stable-baselines3, the settings of
+``configs/agent/ppo.yaml``) on the ``small`` dream, dream steps/s including policy inference and
+the SB3 updates, and where the time goes: the dream's ``step`` (world model, plus decoding for
+pixels), the PPO updates, and the rest (policy inference during rollouts, buffers, Python).
+
+    python benchmarks/agent_throughput.py --out benchmarks/results/agent_throughput.json
+
+Two agent kinds: ``pixels`` is the product's agent (``CnnPolicy`` on decoded frames, what
+``worldsim train-agent`` trains); ``latent`` is an ``MlpPolicy`` on the 16×16×16 latents, measured
+here for its cost only (``train-agent`` has no latent agent yet: scoring it on the real game needs
+the tokenizer in front of the real env). The world model is freshly initialised (its speed does not
+depend on its weights), started from a synthetic context, so no data is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.vec_env import VecEnvWrapper
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from before_after import matmul_peak  # noqa: E402
+from dream_throughput import FRAME, fresh_checkpoint  # noqa: E402
+
+from worldsim.agents.ppo import AgentConfig  # noqa: E402
+from worldsim.io import atomic_write_json  # noqa: E402
+from worldsim.sim.dream_env import DreamVectorEnv  # noqa: E402
+from worldsim.sim.sb3 import DreamSB3VecEnv  # noqa: E402
+
+
+class TimedEnv(VecEnvWrapper):
+    """Seconds spent inside the dream's step (and reset)."""
+
+    def __init__(self, venv) -> None:
+        super().__init__(venv)
+        self.seconds = 0.0
+
+    def reset(self):
+        t = time.perf_counter()
+        obs = self.venv.reset()
+        self.seconds += time.perf_counter() - t
+        return obs
+
+    def step_wait(self):
+        t = time.perf_counter()
+        out = self.venv.step_wait()
+        self.seconds += time.perf_counter() - t
+        return out
+
+
+def measure(kind: str, ckpt: Path, cfg: AgentConfig, steps: int) -> dict:
+    dream = DreamVectorEnv(ckpt, num_envs=cfg.num_envs, horizon=cfg.horizon, obs_type=kind, end_threshold=1.0)
+    context = np.random.default_rng(0).integers(0, 256, (FRAME, FRAME, 3), dtype=np.uint8)
+    dream.reset(seed=0, options={"context_frames": np.stack([context] * dream.core.C)})  # autoresets reuse it
+    venv = TimedEnv(DreamSB3VecEnv(dream))
+    agent = PPO("CnnPolicy" if kind == "pixels" else "MlpPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
+                n_epochs=cfg.n_epochs, learning_rate=cfg.lr, ent_coef=cfg.ent_coef, seed=cfg.seed, device="cpu", verbose=0)
+    agent.set_logger(Logger(folder=None, output_formats=[]))
+    update = {"seconds": 0.0}
+    train = agent.train
+
+    def timed_train() -> None:
+        t = time.perf_counter()
+        train()
+        update["seconds"] += time.perf_counter() - t
+
+    agent.train = timed_train
+    t0 = time.perf_counter()
+    agent.learn(steps, progress_bar=False)
+    total = time.perf_counter() - t0
+    n = int(agent.num_timesteps)
+    return {"kind": kind, "policy": "CnnPolicy" if kind == "pixels" else "MlpPolicy", "steps": n, "seconds": total,
+            "steps_per_s": n / total, "dream_seconds": venv.seconds, "update_seconds": update["seconds"],
+            "other_seconds": total - venv.seconds - update["seconds"],
+            "share": {"dream": venv.seconds / total, "updates": update["seconds"] / total,
+                      "policy_and_rest": (total - venv.seconds - update["seconds"]) / total}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=4096, help="dream steps per agent kind (PPO rounds them up to rollouts)")
+    ap.add_argument("--kinds", default="latent,pixels")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    cfg = AgentConfig()
+    result = {"threads": torch.get_num_threads(), "agent_config": {k: getattr(cfg, k) for k in
+              ("num_envs", "n_steps", "batch_size", "n_epochs")}, "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = fresh_checkpoint("small", Path(tmp))
+        for kind in args.kinds.split(","):
+            peak = matmul_peak(torch.bfloat16, 1.0)
+            run = {**measure(kind, ckpt, cfg, args.steps), "bf16_peak_gflops": peak}
+            result["runs"].append(run)
+            s = run["share"]
+            print(f"{kind:6s}: {run['steps_per_s']:6.1f} dream steps/s end to end; time in the dream "
+                  f"{100 * s['dream']:.0f}%, PPO updates {100 * s['updates']:.0f}%, policy and the rest "
+                  f"{100 * s['policy_and_rest']:.0f}% (bf16 peak {peak:.0f} GFLOP/s)", flush=True)
+            atomic_write_json(Path(args.out), result)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

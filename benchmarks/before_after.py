@@ -1,0 +1,66 @@
+"""Measure the working tree beside an earlier git revision on the same machine, in one run.
+
+The CPU behind a machine of this kind varies between sessions and drifts within one, so a figure
+from another day is no "before": both variants run here, each measurement in a fresh process,
+alternating which goes first, and every measurement carries the bf16 matmul peak taken with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def matmul_peak(dtype: torch.dtype, seconds: float = 2.0) -> float:
+    """GFLOP/s of a 2048×1024 @ 1024×2048 matmul on this machine, now."""
+    a, b = torch.randn(2048, 1024, dtype=dtype), torch.randn(1024, 2048, dtype=dtype)
+    a @ b
+    n, t = 0, time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        a @ b
+        n += 1
+    return 2 * 2048 * 1024 * 2048 * n / (time.perf_counter() - t) / 1e9
+
+
+@contextlib.contextmanager
+def worktree(ref: str) -> Iterator[Path]:
+    """A temporary checkout of ``ref`` (removed afterwards)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "before"
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), ref], cwd=ROOT, check=True, capture_output=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+
+
+def run_with(tree: Path, args: list[str]) -> str:
+    """Run ``python args...`` importing worldsim from ``tree``; returns the last line of its stdout."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    out = subprocess.run([sys.executable, *args], env=env, check=True, capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def alternate(ref: str, rounds: int, measure: Callable[[Path], dict], label: str = "") -> dict:
+    """``measure(tree)`` ``rounds`` times for ``ref`` and for the working tree, alternating the order;
+    returns every run and the per-key medians of each variant."""
+    runs: dict[str, list[dict]] = {"before": [], "after": []}
+    with worktree(ref) as before:
+        for r in range(rounds):
+            for which in (("before", "after") if r % 2 == 0 else ("after", "before")):
+                runs[which].append(measure(before if which == "before" else ROOT))
+                print(f"{label} {which}: {runs[which][-1]}", flush=True)
+    med = {w: {k: statistics.median(m[k] for m in ms) for k in ms[0] if isinstance(ms[0][k], (int, float))}
+           for w, ms in runs.items()}
+    return {"before_ref": ref, "rounds": rounds, "runs": runs, **med}
