@@ -23,12 +23,13 @@ from worldsim.sim.sb3 import DreamSB3VecEnv
 
 def train_agent_in_dream(checkpoint: str | Path, out: str | Path, cfg: AgentConfig,
                          data_dir: str | Path | None = None, progress: bool = True,
-                         precision: str = "auto", score: bool = True) -> dict[str, Any]:
+                         precision: str = "auto", score: bool = True, compile: bool = False) -> dict[str, Any]:
     """Train (or continue training) PPO in the dream, save it as an agent file (``out``: the record,
-    ``agent.json``; its weights beside it), then (``score``) play it and a random policy on the real game."""
+    ``agent.json``; its weights beside it), then (``score``) play it and a random policy on the real game.
+    ``compile``: compile the dream (:class:`DreamVectorEnv`), worth its ~30–60 s for long runs."""
     out = agent_paths(out)[0]
     dream = DreamVectorEnv(checkpoint, num_envs=cfg.num_envs, data_dir=data_dir, horizon=cfg.horizon,
-                           device=cfg.device, precision=precision)
+                           device=cfg.device, precision=precision, compile=compile)
     venv = VecMonitor(DreamSB3VecEnv(dream))  # episode returns in the dream, for the report
     venv.seed(cfg.seed)
     env = dream.core.ckpt["env"]

@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: Xvfb and Mesa for MiniWorld's headless OpenGL, ffmpeg for rollout videos,
 # Chromium and its WebDriver for the browser test of the run report (pytest -m slow), Minetest
-# with Minetest Game for the Minetest env (envs/minetest.py).
-APT_PACKAGES="xvfb libosmesa6 libegl1 libgl1-mesa-dri ffmpeg chromium chromium-driver minetest minetest-data"
+# with Minetest Game for the Minetest env (envs/minetest.py), g++ for the compiled dream (compile=true).
+APT_PACKAGES="g++ xvfb libosmesa6 libegl1 libgl1-mesa-dri ffmpeg chromium chromium-driver minetest minetest-data"
 if command -v apt-get >/dev/null 2>&1; then
   missing=""
   for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done

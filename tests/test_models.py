@@ -568,3 +568,13 @@ def test_world_model_encode_decode_round_trip_shapes():
     z = model.encode(frames)
     assert z.shape == (2, 3, 4, 8, 8)
     assert model.decode(z).shape == frames.shape
+
+
+def test_compile_generation_without_a_compiler_says_how_to_fix_it(monkeypatch):
+    import worldsim.models.dit as dit_module
+
+    monkeypatch.setattr(dit_module.shutil, "which", lambda name: None)
+    dit = DiT(dit_config())
+    with pytest.raises(RuntimeError, match="apt install g\\+\\+"):
+        dit.compile_generation()
+    assert not hasattr(dit._frame_pass, "_torchdynamo_orig_callable")

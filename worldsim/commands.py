@@ -186,7 +186,8 @@ def train_agent(cfg: DictConfig) -> dict:
 
     acfg = dataclass_from_dict(AgentConfig, _kwargs(cfg.agent))
     result = train_agent_in_dream(cfg.checkpoint, cfg.out, acfg, data_dir=cfg.data_dir, progress=bool(cfg.progress),
-                                  precision=cfg.get("precision", "auto"), score=bool(cfg.get("score", True)))
+                                  precision=cfg.get("precision", "auto"), score=bool(cfg.get("score", True)),
+                                  compile=bool(cfg.get("compile", False)))
     atomic_write_json(Path(cfg.out).with_name("agent_eval.json"), result)
     print(json.dumps({k: result[k] for k in ("dream_steps", "dream_steps_per_s")}, indent=None))
     return result

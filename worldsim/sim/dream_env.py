@@ -214,11 +214,16 @@ class DreamVectorEnv(gym.vector.VectorEnv):
     def __init__(self, checkpoint: str | Path, num_envs: int = 16, data_dir: str | Path | None = None,
                  context_split: str = "train", obs_type: str = "pixels", horizon: int = 200,
                  sampling_steps: int | None = None, end_threshold: float = 0.5, device: str = "cpu",
-                 render_mode: str | None = None, render_scale: int = 4, precision: str = "auto", **_: Any) -> None:
+                 render_mode: str | None = None, render_scale: int = 4, precision: str = "auto",
+                 compile: bool = False, **_: Any) -> None:
+        """``compile``: compile the world model's per-frame pass (:meth:`DiT.compile_generation`):
+        1.3–1.5× faster steps on CPU after ~30–60 s of compiling per batch size (cached on disk)."""
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
         self.core = _build_core(checkpoint, num_envs, data_dir, context_split, obs_type, horizon, sampling_steps,
                                 end_threshold, device, precision=precision)
+        if compile:
+            self.core.model.dit.compile_generation()
         self.num_envs = num_envs
         self.single_observation_space, self.single_action_space = _spaces(self.core)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
