@@ -276,5 +276,5 @@ def test_bench_consistency_command(env, tmp_path, capsys):
     assert "probe suite v" + P.PROBE_SUITE_VERSION in capsys.readouterr().out
     result = json.loads((tmp_path / "out" / "consistency.json").read_text())
     assert result["suite"]["fingerprint"] == P.SUITE_FINGERPRINTS[P.PROBE_SUITE_VERSION] and result["context_window"] == 2
-    assert set(result["scores"]) == {"model", "repeat_last", "tokenizer_floor"}
+    assert set(result["scores"]) == {"model", "model_context1", "repeat_last", "tokenizer_floor"}  # context 2 > 1
     assert (tmp_path / "out" / "consistency.png").exists()
