@@ -52,15 +52,14 @@ def run_with(tree: Path, args: list[str]) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def alternate(ref: str, rounds: int, measure: Callable[[Path], dict], label: str = "") -> dict:
-    """``measure(tree)`` ``rounds`` times for ``ref`` and for the working tree, alternating the order;
-    returns every run and the per-key medians of each variant."""
+def alternate(before: Path, rounds: int, measure: Callable[[Path], dict], label: str = "") -> dict:
+    """``measure(tree)`` ``rounds`` times for the checkout ``before`` (see :func:`worktree`) and for
+    the working tree, alternating the order; returns every run and the per-key medians of each variant."""
     runs: dict[str, list[dict]] = {"before": [], "after": []}
-    with worktree(ref) as before:
-        for r in range(rounds):
-            for which in (("before", "after") if r % 2 == 0 else ("after", "before")):
-                runs[which].append(measure(before if which == "before" else ROOT))
-                print(f"{label} {which}: {runs[which][-1]}", flush=True)
+    for r in range(rounds):
+        for which in (("before", "after") if r % 2 == 0 else ("after", "before")):
+            runs[which].append(measure(before if which == "before" else ROOT))
+            print(f"{label} {which}: {runs[which][-1]}", flush=True)
     med = {w: {k: statistics.median(m[k] for m in ms) for k in ms[0] if isinstance(ms[0][k], (int, float))}
            for w, ms in runs.items()}
-    return {"before_ref": ref, "rounds": rounds, "runs": runs, **med}
+    return {"rounds": rounds, "runs": runs, **med}

@@ -35,7 +35,7 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from before_after import alternate, matmul_peak, run_with  # noqa: E402
+from before_after import alternate, matmul_peak, run_with, worktree  # noqa: E402
 
 from worldsim.io import atomic_write_json
 from worldsim.models.world_model import WorldModel, WorldModelConfig
@@ -155,12 +155,13 @@ def measure_case(name: str, device: str, batch: int, precision: str, obs: str, s
 def compare_with(ref: str, cases: list[dict], rounds: int, seconds: float) -> list[dict]:
     """Each case measured with the code of ``ref`` and with the working tree (:mod:`before_after`)."""
     out = []
-    for case in cases:
-        def measure(tree: Path) -> dict:
-            return json.loads(run_with(tree, [__file__, "--child", json.dumps({**case, "seconds": seconds})]))
+    with worktree(ref) as before:  # one checkout for every case
+        for case in cases:
+            def measure(tree: Path) -> dict:
+                return json.loads(run_with(tree, [__file__, "--child", json.dumps({**case, "seconds": seconds})]))
 
-        res = alternate(ref, rounds, measure, str(case))
-        out.append({**case, **res, "speedup": res["after"]["steps_per_s"] / res["before"]["steps_per_s"]})
+            res = alternate(before, rounds, measure, str(case))
+            out.append({**case, **res, "speedup": res["after"]["steps_per_s"] / res["before"]["steps_per_s"]})
     return out
 
 

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from before_after import alternate, run_with  # noqa: E402
+from before_after import alternate, run_with, worktree  # noqa: E402
 
 from worldsim.io import atomic_write_json  # noqa: E402
 
@@ -91,18 +91,19 @@ def main() -> None:
     bench = str(Path(__file__).resolve().parent)
     if args.before:
         cases = []
-        for name in args.presets.split(","):
-            for precision in args.precisions.split(","):
-                def measure(tree: Path) -> dict:
-                    return json.loads(run_with(tree, ["-c", CHILD, str(root / f"{name}.yaml"), str(args.seconds),
-                                                      precision, bench]))
+        with worktree(args.before) as before:  # one checkout for every case
+            for name in args.presets.split(","):
+                for precision in args.precisions.split(","):
+                    def measure(tree: Path) -> dict:
+                        return json.loads(run_with(tree, ["-c", CHILD, str(root / f"{name}.yaml"), str(args.seconds),
+                                                          precision, bench]))
 
-                res = alternate(args.before, args.rounds, measure, f"{name} {precision}")
-                cases.append({"preset": name, "precision": precision, **res,
-                              "speedup": res["after"]["windows_per_s"] / res["before"]["windows_per_s"]})
-                print(f"{name} {precision}: {res['before']['windows_per_s']:.1f} -> {res['after']['windows_per_s']:.1f} "
-                      f"windows/s ({cases[-1]['speedup']:.2f}x)")
-        atomic_write_json(Path(args.out), {"device": "cpu", "cases": cases})
+                    res = alternate(before, args.rounds, measure, f"{name} {precision}")
+                    cases.append({"preset": name, "precision": precision, **res,
+                                  "speedup": res["after"]["windows_per_s"] / res["before"]["windows_per_s"]})
+                    print(f"{name} {precision}: {res['before']['windows_per_s']:.1f} -> "
+                          f"{res['after']['windows_per_s']:.1f} windows/s ({cases[-1]['speedup']:.2f}x)")
+        atomic_write_json(Path(args.out), {"device": "cpu", "before_ref": args.before, "cases": cases})
         return
     result = {"device": "cpu", "presets": {}}
     for name in args.presets.split(","):
