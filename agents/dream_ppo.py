@@ -26,7 +26,7 @@ def train_agent_in_dream(checkpoint: str | Path, out: str | Path, cfg: AgentConf
                          precision: str = "auto", score: bool = True, compile: bool = False) -> dict[str, Any]:
     """Train (or continue training) PPO in the dream, save it as an agent file (``out``: the record,
     ``agent.json``; its weights beside it), then (``score``) play it and a random policy on the real game.
-    ``compile``: compile the dream (:class:`DreamVectorEnv`), worth its ~30–60 s for long runs."""
+    ``compile``: compile the dream (:class:`DreamVectorEnv`; measured no faster on CPU, see docs/benchmarks.md)."""
     out = agent_paths(out)[0]
     dream = DreamVectorEnv(checkpoint, num_envs=cfg.num_envs, data_dir=data_dir, horizon=cfg.horizon,
                            device=cfg.device, precision=precision, compile=compile)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -137,19 +138,23 @@ def ale_steps_per_s(seconds: float = 3.0) -> float:
     return n / (time.perf_counter() - t)
 
 
-def measure_case(name: str, device: str, batch: int, precision: str, obs: str, seconds: float) -> dict:
+def measure_case(name: str, device: str, batch: int, precision: str, obs: str, seconds: float,
+                 compile: bool = False) -> dict:
     """One cached-dream measurement in this process, beside the bf16 matmul peak measured just before."""
     context = np.random.default_rng(0).integers(0, 256, (FRAME, FRAME, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory() as tmp:
         env = DreamVectorEnv(fresh_checkpoint(name, Path(tmp)), num_envs=batch, obs_type=obs, precision=precision,
-                             end_threshold=1.0, device=device)
+                             end_threshold=1.0, device=device, **({"compile": True} if compile else {}))
         env.reset(seed=0, options={"context_frames": np.stack([context] * env.core.C)})
+        t = time.perf_counter()
+        env.step(np.zeros(batch, dtype=np.int64))  # the first step: where a compiled dream compiles
+        first_step_s = time.perf_counter() - t
         flops = flops_per_frame(env, obs)
         peak = matmul_peak(torch.bfloat16, 1.0)
         sps = time_env(env, seconds)
         env.close()
     return {"steps_per_s": sps, "gflop_per_step": flops / 1e9, "achieved_gflops": sps * flops / 1e9,
-            "bf16_peak_gflops": peak, "share_of_bf16_peak": sps * flops / 1e9 / peak}
+            "bf16_peak_gflops": peak, "share_of_bf16_peak": sps * flops / 1e9 / peak, "first_step_s": first_step_s}
 
 
 def compare_with(ref: str, cases: list[dict], rounds: int, seconds: float) -> list[dict]:
@@ -165,6 +170,12 @@ def compare_with(ref: str, cases: list[dict], rounds: int, seconds: float) -> li
     return out
 
 
+def cases_of(args: argparse.Namespace, devices: list[str], cpu_precisions: list[str]) -> list[dict]:
+    return [{"name": n, "device": d, "batch": int(b), "precision": p, "obs": o}
+            for n in args.presets.split(",") for d in devices for b in args.batches.split(",")
+            for p in (cpu_precisions if d == "cpu" else args.precisions.split(",")) for o in ("latent", "pixels")]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--presets", default="tiny,small")
@@ -174,6 +185,7 @@ def main() -> None:
     ap.add_argument("--devices", default="cpu,cuda", help="cuda is skipped when no GPU is present")
     ap.add_argument("--before", help="a git revision to measure beside the working tree (see the module doc)")
     ap.add_argument("--rounds", type=int, default=3, help="with --before: measurements per variant and case")
+    ap.add_argument("--compile", action="store_true", help="measure the compiled dream beside the eager one")
     ap.add_argument("--child", help=argparse.SUPPRESS)  # one measure_case, as JSON, for --before
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -185,11 +197,22 @@ def main() -> None:
     torch.manual_seed(0)
     devices = [d for d in args.devices.split(",") if d != "cuda" or torch.cuda.is_available()]
     cpu_precisions = [p for p in args.precisions.split(",") if p != "bf16" or cpu_has_fast_bf16()]
+    if args.compile:  # eager vs compiled dream, same code, alternating fresh processes
+        out = []
+        for case in cases_of(args, devices, cpu_precisions):
+            runs: dict[str, list[dict]] = {"eager": [], "compiled": []}
+            for r in range(args.rounds):
+                for which in (("eager", "compiled") if r % 2 == 0 else ("compiled", "eager")):
+                    child = {**case, "seconds": args.seconds, "compile": which == "compiled"}
+                    runs[which].append(json.loads(run_with(ROOT, [__file__, "--child", json.dumps(child)])))
+                    print(case, which, runs[which][-1], flush=True)
+            med = {w: {k: statistics.median(m[k] for m in ms) for k in ms[0]} for w, ms in runs.items()}
+            out.append({**case, **med, "runs": runs, "speedup": med["compiled"]["steps_per_s"] / med["eager"]["steps_per_s"]})
+        atomic_write_json(Path(args.out), {"threads": torch.get_num_threads(), "rounds": args.rounds, "cases": out})
+        print(f"wrote {args.out}")
+        return
     if args.before:
-        cases = [{"name": n, "device": d, "batch": int(b), "precision": p, "obs": o}
-                 for n in args.presets.split(",") for d in devices for b in args.batches.split(",")
-                 for p in (cpu_precisions if d == "cpu" else args.precisions.split(",")) for o in ("latent", "pixels")]
-        cmp = compare_with(args.before, cases, args.rounds, args.seconds)
+        cmp = compare_with(args.before, cases_of(args, devices, cpu_precisions), args.rounds, args.seconds)
         atomic_write_json(Path(args.out), {"threads": torch.get_num_threads(), "before": args.before,
                                            "after": "working tree", "rounds": args.rounds, "cases": cmp})
         print(f"wrote {args.out}")

@@ -327,8 +327,8 @@ class DiT(nn.Module):
 
     def compile_generation(self) -> None:
         """Compile the cached per-frame pass with inductor, the weights frozen into the graph: for
-        inference only (a model compiled so must not train afterwards). 1.3–1.5× faster dream steps
-        on CPU (docs/benchmarks.md); the first two steps of each batch size pay the compile."""
+        inference only (a model compiled so must not train afterwards). The first step of each batch
+        size pays the compile; on CPU the compiled dream measured no faster than eager (docs/benchmarks.md)."""
         if not (shutil.which("g++") or shutil.which("c++")):
             raise RuntimeError("compiling the dream needs a C++ compiler (Debian: apt install g++); "
                                "or run without compile (compile=false).")

@@ -216,8 +216,8 @@ class DreamVectorEnv(gym.vector.VectorEnv):
                  sampling_steps: int | None = None, end_threshold: float = 0.5, device: str = "cpu",
                  render_mode: str | None = None, render_scale: int = 4, precision: str = "auto",
                  compile: bool = False, **_: Any) -> None:
-        """``compile``: compile the world model's per-frame pass (:meth:`DiT.compile_generation`):
-        1.3–1.5× faster steps on CPU after ~30–60 s of compiling per batch size (cached on disk)."""
+        """``compile``: compile the world model's per-frame pass (:meth:`DiT.compile_generation`);
+        25–30 s of compiling in the first step, and measured no faster than eager on CPU (docs/benchmarks.md)."""
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
         self.core = _build_core(checkpoint, num_envs, data_dir, context_split, obs_type, horizon, sampling_steps,
