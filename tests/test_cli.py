@@ -102,6 +102,22 @@ def test_collect_then_info_smoke(tmp_path, capsys):
     assert "nothing to record" in capsys.readouterr().out
 
 
+def test_small_sharp_is_small_trained_for_samples():
+    """The preset differs from `small` only in what it was measured for (its yaml's header)."""
+    from omegaconf import OmegaConf
+
+    from worldsim.cli import compose
+
+    small, sharp = (OmegaConf.to_container(compose("run", [f"model={m}"]).model) for m in ("small", "small_sharp"))
+    assert sharp["name"] == "small_sharp" and compose("run", ["model=small_sharp"]).run_dir.endswith("small_sharp")
+    assert (sharp["edm"]["target"], sharp["edm"]["p_sigma_max"], sharp["world_model_train"]["rollout_windows"]) == ("x", 0.2, 4)
+    small["world_model_train"]["rollout_windows"] = 4
+    small["edm"].update(target="x", p_sigma_max=0.2)
+    assert {**small, "name": "small_sharp"} == sharp
+    # the default run's budget trims the preset as it trims small
+    assert compose("run", ["model=small_sharp"]).model.world_model_train.steps == 1000
+
+
 def test_run_budgets_compose_and_command_line_overrides_win():
     from worldsim.cli import compose
 

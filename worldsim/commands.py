@@ -93,7 +93,7 @@ def _env_meta(cfg: DictConfig) -> dict:
     """The env record a config implies (for checking stores and checkpoints against it)."""
     from worldsim.data.collect import describe_env
 
-    return describe_env(cfg.env.name, _kwargs(cfg.env.kwargs))
+    return describe_env(cfg.env.name, _kwargs(cfg.env.kwargs), live=False)
 
 
 def train_tokenizer(cfg: DictConfig) -> None:

@@ -38,8 +38,14 @@ class CollectResult:
         return self.steps_recorded / max(self.seconds, 1e-9)
 
 
-def describe_env(env_name: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The store metadata of an env, read from one short-lived instance."""
+def describe_env(env_name: str, env_kwargs: dict[str, Any], live: bool = True) -> dict[str, Any]:
+    """The store metadata of an env, read from one short-lived instance. ``live=False`` (checking a
+    store or checkpoint against a config, nothing to play): MineRL's is known without starting
+    Minecraft, so imported recordings train where MineRL cannot be installed."""
+    if not live and resolve_env_name(env_name) == "minerl":
+        from worldsim.envs.minerl import minerl_env_metadata
+
+        return minerl_env_metadata(**env_kwargs)
     env = make_env(env_name, **env_kwargs)
     try:
         return env_metadata(env, resolve_env_name(env_name), env_kwargs)

@@ -30,6 +30,7 @@ class RolloutFrames(NamedTuple):
     video: np.ndarray  # (T, H, W, 3) uint8, ready to encode
     psnr: np.ndarray  # (rows, T) PSNR of every dream frame against the real one
     first_below: list[int | None]  # per row: first horizon (1-based) whose PSNR < threshold
+    captions: list[list[list[str]]]  # [t][row]: the header lines written above each row of frame t
 
 
 def error_heatmap(real: np.ndarray, dream: np.ndarray) -> np.ndarray:
@@ -92,9 +93,9 @@ def render_rollouts(model: WorldModel, data_dir: str | Path, rows: int = 4, step
     heat = error_heatmap(real, dream)
     pred_reward = np.asarray(REWARD_CLASSES)[out.reward_probs.argmax(-1).numpy()]  # (r, T)
     true_reward = batch.rewards[:, C - 1 :].numpy()
-    video = []
+    video, captions = [], []
     for t in range(steps):
-        row_imgs = []
+        row_imgs, row_text = [], []
         for r in range(rows):
             lost = first_below[r] is not None and t + 1 >= first_below[r]
             panels = [_panel(real[r, t], scale, None), _panel(dream[r, t], scale, (200, 40, 40) if lost else (40, 160, 60)),
@@ -104,10 +105,12 @@ def render_rollouts(model: WorldModel, data_dir: str | Path, rows: int = 4, step
             name = meanings[a] if a < len(meanings) else str(a)
             header = np.zeros((HEADER, strip.shape[1], 3), np.uint8)
             text = [f"h={t + 1}  action {name}  reward true {true_reward[r, t]:+.0f} / dream {pred_reward[r, t]:+.0f}",
-                    f"real | dream ({psnr[r, t]:.1f} dB{', below %.0f dB since h=%d' % (psnr_threshold, first_below[r]) if lost else ''}) | error"]
+                    f"real | dream ({psnr[r, t]:.1f} dB{'; < %.0f dB from h=%d' % (psnr_threshold, first_below[r]) if lost else ''}) | error"]
             row_imgs.append(np.concatenate([_label(header, text), strip], axis=0))
+            row_text.append(text)
         video.append(np.concatenate(row_imgs, axis=0))
-    return RolloutFrames(np.stack(video), psnr, first_below)
+        captions.append(row_text)
+    return RolloutFrames(np.stack(video), psnr, first_below, captions)
 
 
 def write_video(frames: np.ndarray, out_file: str | Path, fps: int = 15) -> Path:
