@@ -140,12 +140,15 @@ def plot_aggregates(result: dict[str, Any], path: str | Path) -> Path:
             lo, hi = est["ci95"]
             ax.barh(y, hi - lo, left=lo, height=0.6, color=colors[y % len(colors)], alpha=0.75)
             ax.vlines(est["point"], y - 0.3, y + 0.3, color="black", linewidth=2)
+        ax.use_sticky_edges = False  # bars pin the axis to their ends: an estimate on the edge would be cut in half
+        ax.margins(x=0.15)
         ax.set_yticks(range(len(names)), names)
         ax.set_title(TITLES[key])
         ax.set_xlabel("human-normalized score")
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].invert_yaxis()  # first method on top (the axes share y)
-    fig.suptitle(f"{len(result['games'])} games × {result['runs']} runs, 95% stratified-bootstrap CIs", fontsize=9)
+    what = "95% stratified-bootstrap CIs" if result["runs"] > 1 else "one run per game: no interval yet"
+    fig.suptitle(f"{len(result['games'])} games × {result['runs']} runs, {what}", fontsize=9)
     fig.tight_layout()
     try:
         return atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=100))

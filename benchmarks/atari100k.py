@@ -11,8 +11,9 @@ scores with stratified-bootstrap 95% intervals) over the seeds every game has ar
     python benchmarks/atari100k.py --max-minutes 100     # start no new run after 100 minutes
 
 Chunked and resumable: runs go seed-major (every game's seed 0 first), each run resumes where it
-was killed, a finished run is never repeated, and the result file says which runs are missing
-(``"partial": true``). Wall time is measured per run segment beside the matmul peaks of the same
+was killed (while its run directory lives), a finished run is never repeated (the result file
+keeps it, so a later session on a fresh machine goes on with the next), and the result file says
+which runs are missing (``"partial": true``). Wall time is measured per run segment beside the matmul peaks of the same
 machine; a segment killed before it ends is not counted (then the figure is a lower bound).
 Writes ``benchmarks/results/atari100k_cpu.json`` and its plots.
 """
@@ -68,15 +69,25 @@ def run_one(game: str, seed: int, run_dir: Path, extra: list[str]) -> None:
     atomic_write_json(run_dir / "bench_done.json", {"finished": time.strftime("%Y-%m-%d %H:%M:%S")})
 
 
+def recorded_runs(out: Path) -> dict:
+    """Runs already in the result file: their run directories may be gone (a fresh machine), their
+    figures are not; they count as done and are never repeated."""
+    return json.loads(out.read_text()).get("runs", {}) if out.exists() else {}
+
+
 def summarise(root: Path, games: list[str], seeds: list[int], out: Path) -> dict:
     from worldsim.agents.aggregate import aggregate_scores, plot_aggregates
 
     runs, missing = {}, []
+    recorded = recorded_runs(out)
     for seed in seeds:
         for game in games:
             d = root / f"{game}_seed{seed}"
             if not (d / "bench_done.json").exists():
-                missing.append(f"{game}/seed{seed}")
+                if f"{game}/seed{seed}" in recorded:
+                    runs[f"{game}/seed{seed}"] = recorded[f"{game}/seed{seed}"]
+                else:
+                    missing.append(f"{game}/seed{seed}")
                 continue
             ev = json.loads((d / "evaluation.json").read_text())
             wm = json.loads((d / "eval" / "world_model_eval.json").read_text())
@@ -123,7 +134,8 @@ def main() -> None:
     root, out = Path(args.root), Path(args.out)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     t0 = time.perf_counter()
-    todo = [] if args.summarise_only else [(g, s) for s in args.seeds for g in args.games]
+    done = recorded_runs(out)
+    todo = [] if args.summarise_only else [(g, s) for s in args.seeds for g in args.games if f"{g}/seed{s}" not in done]
     for game, seed in todo:
         if args.max_minutes is not None and (time.perf_counter() - t0) / 60 > args.max_minutes:
             print(f"stopping: {args.max_minutes} minutes used; run again to continue")

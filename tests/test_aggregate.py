@@ -116,3 +116,19 @@ def test_performance_profile_counts_runs_above_tau(result):
     profile = agg.performance_profile(result, [-1.0, 0.5, 100.0])
     hns = expected_hns("dream")
     assert profile["dream"] == [1.0, pytest.approx(np.mean(hns > 0.5)), 0.0]
+
+
+def test_atari100k_keeps_recorded_runs_when_their_directories_are_gone(tmp_path, monkeypatch):
+    """A later session on a fresh machine has none of the run directories: the runs the result
+    file already holds stay in it (and are not run again), the others are listed as missing."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
+    atari100k = importlib.import_module("atari100k")
+    out = tmp_path / "atari100k_cpu.json"
+    kept = {"pong/seed0": {"game": "pong", "seed": 0, "dream_agent": -21.0}}
+    out.write_text(json.dumps({"runs": kept}))
+    result = atari100k.summarise(tmp_path / "fresh_root", ["pong", "boxing"], [0], out)
+    assert result["runs"] == kept and result["missing_runs"] == ["boxing/seed0"] and result["partial"]
+    assert json.loads(out.read_text())["runs"] == kept
+    assert atari100k.recorded_runs(out) == kept and atari100k.recorded_runs(tmp_path / "none.json") == {}
