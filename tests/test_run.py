@@ -44,4 +44,7 @@ def test_run_pipeline_end_to_end(tmp_path, precision):
     assert all((run / s).exists() for s in sources), "the page may link only files of the run"
     assert page.count("<table>") >= 1 and "Resolved config" in page
     (run / "report.html").unlink()
+    for plot in ("eval/world_model_eval.png", "world_model/training_curves.png", "agent/training_curves.png"):
+        (run / plot).unlink()  # plots are regenerated from their JSON / JSONL alone
     assert main(["report", f"run_dir={run}"]) == 0 and (run / "report.html").read_text() == page
+    assert all((run / s).exists() for s in sources)

@@ -10,6 +10,7 @@ from typing import Any
 from worldsim.evaluation.html import report_html
 from worldsim.evaluation.plots import plot_training_curves
 from worldsim.evaluation.tables import evaluation_markdown
+from worldsim.evaluation.world_model_eval import plot_eval
 from worldsim.io import atomic_write_json, atomic_write_text
 from worldsim.models.checkpoint import load_checkpoint
 
@@ -76,7 +77,9 @@ def write_report(run_dir: str | Path, config: dict[str, Any]) -> Path:
         "timings_s": _json(run_dir / "timings.json"),
     }
     atomic_write_json(run_dir / "report.json", report)
-    plot_training_curves(run_dir)
+    plot_training_curves(run_dir)  # every plot of the page is redrawn from the files it comes from
+    if report["evaluation"]:
+        plot_eval(report["evaluation"], run_dir / "eval" / "world_model_eval.png")
 
     def image(alt: str, rel: str) -> list[str]:  # only files that exist: the page must not link missing ones
         return [f"![{alt}]({rel})", ""] if (run_dir / rel).exists() else []
