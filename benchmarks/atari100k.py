@@ -13,8 +13,9 @@ scores with stratified-bootstrap 95% intervals) over the seeds every game has ar
 Chunked and resumable: runs go seed-major (every game's seed 0 first), each run resumes where it
 was killed (while its run directory lives), a finished run is never repeated (the result file
 keeps it, so a later session on a fresh machine goes on with the next), and the result file says
-which runs are missing (``"partial": true``). Wall time is measured per run segment beside the matmul peaks of the same
-machine; a segment killed before it ends is not counted (then the figure is a lower bound).
+which runs are missing (``"partial": true``). Wall time is measured per run segment beside the
+matmul peaks of the same machine; a segment killed before it ends is not counted (then the figure
+is a lower bound).
 Writes ``benchmarks/results/atari100k_cpu.json`` and its plots.
 """
 

@@ -77,9 +77,10 @@ def write_report(run_dir: str | Path, config: dict[str, Any]) -> Path:
         "timings_s": _json(run_dir / "timings.json"),
     }
     atomic_write_json(run_dir / "report.json", report)
-    plot_training_curves(run_dir)  # every plot of the page is redrawn from the files it comes from
-    if report["evaluation"]:
-        plot_eval(report["evaluation"], run_dir / "eval" / "world_model_eval.png")
+    plot_training_curves(run_dir)  # curves grow with the run: redrawn from their JSONL every time
+    eval_png = run_dir / "eval" / "world_model_eval.png"  # written with its JSON; redrawn from it if missing
+    if report["evaluation"] and not eval_png.exists():
+        plot_eval(report["evaluation"], eval_png)
 
     def image(alt: str, rel: str) -> list[str]:  # only files that exist: the page must not link missing ones
         return [f"![{alt}]({rel})", ""] if (run_dir / rel).exists() else []
