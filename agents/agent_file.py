@@ -4,7 +4,7 @@ An agent is saved as two files with one stem, ``agent.json`` (the record) and
 ``agent.safetensors`` (the tensors)::
 
     agent.json         {"format": "worldsim-agent", "version": 1, "algo": "PPO", "policy": "CnnPolicy",
-                        "observation_space": {...}, "action_space": {...}, "hyperparameters": {...},
+                        "observation_space": {...}, "frame_stack": 4, "action_space": {...}, "hyperparameters": {...},
                         "num_timesteps": ..., "env": {...}, "weights_sha256": ..., "versions": {...}}
     agent.safetensors  policy.<name>: the policy's state dict; optimizer.<i>.<key>: Adam's moments
 
@@ -96,13 +96,17 @@ def check_spaces(record: dict[str, Any], observation_space: gym.Space, action_sp
 
 
 # ----------------------------------------------------------------------------- save
-def _env_observation_space(model) -> gym.Space:
-    from stable_baselines3.common.vec_env import VecTransposeImage
+def env_frames(venv) -> tuple[gym.Space, int]:
+    """(the observation space of one step of ``venv``'s innermost env, the frames SB3 stacks on it):
+    what a user's env must give, and how many of its frames the policy sees at once."""
+    from stable_baselines3.common.vec_env import VecFrameStack
 
-    env = model.get_env()
-    while env is not None and not isinstance(env, VecTransposeImage) and hasattr(env, "venv"):
-        env = env.venv
-    return env.venv.observation_space if isinstance(env, VecTransposeImage) else model.observation_space
+    n_stack = 1
+    while hasattr(venv, "venv"):
+        if isinstance(venv, VecFrameStack):
+            n_stack = venv.stacked_obs.n_stack
+        venv = venv.venv
+    return venv.observation_space, n_stack
 
 
 def save_agent(path: str | Path, model, extra: dict[str, Any] | None = None) -> Path:
@@ -114,6 +118,7 @@ def save_agent(path: str | Path, model, extra: dict[str, Any] | None = None) -> 
     from safetensors.torch import save as safetensors_bytes
 
     record_path, weights_path = agent_paths(path)
+    step_space, n_stack = env_frames(model.get_env())
     policy_name = {v: k for k, v in _policy_classes().items()}.get(type(model.policy))
     if policy_name is None:
         raise AgentFileError(f"cannot save a {type(model.policy).__name__}: supported policies are {list(_policy_classes())}.")
@@ -141,9 +146,10 @@ def save_agent(path: str | Path, model, extra: dict[str, Any] | None = None) -> 
 
     record = {
         "format": FORMAT, "version": VERSION, "algo": type(model).__name__, "policy": policy_name,
-        # the env's observations (what a user's env must give) and the policy's (SB3 transposes images
-        # to channels-first in a VecTransposeImage wrapper; its policy transposes channels-last input itself)
-        "observation_space": space_record(_env_observation_space(model)),
+        # the env's observations (one step, what a user's env must give), how many of them the policy
+        # sees stacked on the channel axis, and the policy's own space (SB3 transposes images to
+        # channels-first in a VecTransposeImage wrapper; its policy transposes channels-last input itself)
+        "observation_space": space_record(step_space), "frame_stack": n_stack,
         "policy_observation_space": space_record(model.observation_space), "action_space": space_record(model.action_space),
         "hyperparameters": hyper, "num_timesteps": int(model.num_timesteps),
         "optimizer": {"param_groups": opt["param_groups"], "state_keys": state_keys}, "aliases": aliases,
@@ -208,15 +214,16 @@ def _policy_from(record: dict[str, Any], tensors: dict[str, torch.Tensor], devic
     return policy
 
 
-def load_policy(path: str | Path, device: str | torch.device = "cpu", env: gym.Env | None = None, where: str = "the env"):
-    """The agent's policy, ready to ``predict`` (no optimiser, no env needed); checked against
-    ``env``'s spaces when given."""
+def load_policy_record(path: str | Path, device: str | torch.device = "cpu", env: Any | None = None,
+                       where: str = "the env") -> tuple[Any, dict[str, Any]]:
+    """(the agent's policy, ready to ``predict``, its record); checked against ``env``'s spaces (one
+    step) when given. Play it through :class:`worldsim.agents.actor.AgentActor`, which stacks frames."""
     record, tensors = read_agent(path)
     if env is not None:
         check_spaces(record, env.observation_space, env.action_space, where)
     policy = _policy_from(record, tensors, device)
     policy.set_training_mode(False)
-    return policy
+    return policy, record
 
 
 def restore_ppo(path: str | Path, env, device: str | torch.device = "cpu", **overrides: Any):
@@ -225,7 +232,12 @@ def restore_ppo(path: str | Path, env, device: str | torch.device = "cpu", **ove
     from stable_baselines3 import PPO
 
     record, tensors = read_agent(path)
-    check_spaces(record, env.observation_space, env.action_space, "this env")
+    step_space, n_stack = env_frames(env)
+    check_spaces(record, step_space, env.action_space, "this env")
+    if int(record.get("frame_stack", 1)) != n_stack:
+        raise AgentFileError(f"{path} stacks {record.get('frame_stack', 1)} frames, and this run asks for {n_stack}: "
+                             f"continue it with agent.frame_stack={record.get('frame_stack', 1)}, or train a new agent "
+                             "into another file.")
     model = PPO(record["policy"], env, device=device, verbose=0, **{**record["hyperparameters"], **overrides})
     policy = _policy_from(record, tensors, device)
     model.policy.load_state_dict(policy.state_dict())

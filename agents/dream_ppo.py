@@ -16,7 +16,8 @@ from stable_baselines3.common.vec_env import VecMonitor
 
 from worldsim.agents.agent_file import agent_paths
 from worldsim.agents.ppo import AgentConfig, train_ppo
-from worldsim.agents.real_eval import random_actor, sb3_actor, score_on_real_env
+from worldsim.agents.actor import AgentActor
+from worldsim.agents.real_eval import random_actor, score_on_real_env
 from worldsim.sim.dream_env import DreamVectorEnv
 from worldsim.sim.sb3 import DreamSB3VecEnv
 
@@ -45,7 +46,7 @@ def train_agent_in_dream(checkpoint: str | Path, out: str | Path, cfg: AgentConf
     if not score:
         return result
     kwargs = dict(env["env_kwargs"])
-    real = score_on_real_env(sb3_actor(agent), env["env"], kwargs, cfg.eval_episodes, seed=10_000 + cfg.seed,
+    real = score_on_real_env(AgentActor(agent.policy, cfg.frame_stack), env["env"], kwargs, cfg.eval_episodes, seed=10_000 + cfg.seed,
                              max_steps=cfg.eval_max_steps, progress=progress)
     rand = score_on_real_env(random_actor(env["num_actions"], cfg.seed), env["env"], kwargs, cfg.eval_episodes,
                              seed=10_000 + cfg.seed, max_steps=cfg.eval_max_steps, progress=progress)

@@ -61,18 +61,18 @@ def _play(agent: str | None, env_name: str, env_kwargs: dict, seeds: list[int], 
     import torch
 
     torch.set_num_threads(1)
-    policy = None
+    actor = None
     if agent is not None:
-        from worldsim.agents.agent_file import load_policy
+        from worldsim.agents.actor import AgentActor
 
-        policy = load_policy(agent)
+        actor = AgentActor.from_file(agent, deterministic=deterministic)
     out = []
     for s in seeds:
-        if policy is None:
+        if actor is None:
             act = random_actor(num_actions, s)
         else:
             torch.manual_seed(s)
-            act = lambda obs: int(policy.predict(obs, deterministic=deterministic)[0])  # noqa: E731
+            act = actor
         score = score_on_real_env(act, env_name, env_kwargs, 1, seed=s, max_steps=max_steps)
         out.append((score.returns[0], int(score.mean_length)))
     return out
@@ -116,20 +116,21 @@ def _hns(game: str | None, protocol: str, real: dict) -> dict[str, Any] | None:
 
 def dream_return(agent: str, record: dict[str, Any], episodes: int, seed: int, deterministic: bool) -> dict[str, Any]:
     """Mean return of the agent over its first ``episodes`` dream episodes (contexts from real play)."""
-    from worldsim.agents.agent_file import load_policy
+    from worldsim.agents.actor import AgentActor
     from worldsim.sim.dream_env import DreamVectorEnv
 
     horizon = int(record.get("agent_config", {}).get("horizon", 100))
     envs = DreamVectorEnv(record["world_model"], num_envs=episodes, horizon=horizon)
     spaces = SimpleNamespace(observation_space=envs.single_observation_space, action_space=envs.single_action_space)
-    policy = load_policy(agent, env=spaces, where="the dream")
+    actor = AgentActor.from_file(agent, env=spaces, where="the dream", deterministic=deterministic)
     obs, _ = envs.reset(seed=seed)
     totals, done = np.zeros(episodes), np.zeros(episodes, dtype=bool)
     while not done.all():
-        actions = policy.predict(obs, deterministic=deterministic)[0]
-        obs, rewards, term, trunc, _ = envs.step(np.asarray(actions, dtype=np.int64))
+        obs, rewards, term, trunc, _ = envs.step(actor(obs))
         totals += np.where(done, 0.0, rewards)
         done |= term | trunc
+        for i in np.flatnonzero(term | trunc):  # autoreset: game i starts over
+            actor.episode_done(int(i))
     return {"episodes": episodes, "horizon": horizon, "returns": totals.tolist(), "mean_return": float(totals.mean()),
             "ci95": list(bootstrap_ci(totals.tolist(), seed))}
 

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from stable_baselines3.common.callbacks import BaseCallback
 
+from worldsim.agents.actor import stack_frames
 from worldsim.agents.agent_file import agent_paths, restore_ppo, save_agent
 
 
@@ -30,11 +31,17 @@ class AgentConfig:
     n_epochs: int = 4
     lr: float = 2.5e-4
     ent_coef: float = 0.01
+    frame_stack: int = 4  # the last k frames, stacked on the channel axis, are what the policy sees
     eval_episodes: int = 3
     eval_max_steps: int | None = None
     ckpt_every: int = 5000  # steps between agent-file saves (an interrupted run resumes there)
     seed: int = 0
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.frame_stack < 1:
+            raise ValueError(f"agent.frame_stack must be >= 1 (1 = single frames, 4 = the usual Atari stack), "
+                             f"got {self.frame_stack}.")
 
 
 class PeriodicSave(BaseCallback):
@@ -111,12 +118,14 @@ class PPORun(NamedTuple):
 def train_ppo(venv, out: str | Path, cfg: AgentConfig, extra: dict[str, Any], progress: bool = True,
               what: str = "steps", desc: str = "train agent") -> PPORun:
     """Train PPO on ``venv`` until it has seen ``cfg.steps`` steps, continuing the agent file ``out``
-    when it exists (weights, optimiser and step count of its last save), and save it there."""
+    when it exists (weights, optimiser and step count of its last save), and save it there. The
+    policy sees the last ``cfg.frame_stack`` frames (:func:`worldsim.agents.actor.stack_frames`)."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.logger import Logger as SB3Logger
 
     out = agent_paths(out)[0]
     t0 = time.perf_counter()
+    venv = stack_frames(venv, cfg.frame_stack)
     if out.exists():
         agent = restore_ppo(out, venv, device=cfg.device)
         before = int(agent.num_timesteps)

@@ -26,7 +26,9 @@ class RealScore:
 def score_on_real_env(act: Callable[[np.ndarray], int], env_name: str, env_kwargs: dict[str, Any], episodes: int,
                       seed: int = 0, max_steps: int | None = None, progress: bool = False) -> RealScore:
     """Play ``episodes`` full episodes with ``act(obs) -> action``; seeds ``seed, seed+1, ...``.
-    Full games: training-only signals such as Atari's life-loss terminal are turned off."""
+    Full games: training-only signals such as Atari's life-loss terminal are turned off. An actor
+    with a ``reset()`` (an :class:`~worldsim.agents.actor.AgentActor`: its frame stack) is reset
+    before every episode."""
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}.")
     env = make_env(env_name, **scoring_kwargs(env_name, env_kwargs))
@@ -34,6 +36,8 @@ def score_on_real_env(act: Callable[[np.ndarray], int], env_name: str, env_kwarg
     try:
         for ep in tqdm(range(episodes), desc=f"scoring on real {env_name}", disable=not progress):
             obs, _ = env.reset(seed=seed + ep)
+            if hasattr(act, "reset"):
+                act.reset()
             total, steps, done = 0.0, 0, False
             while not done:
                 obs, r, term, trunc, _ = env.step(int(act(obs)))
@@ -50,7 +54,3 @@ def score_on_real_env(act: Callable[[np.ndarray], int], env_name: str, env_kwarg
 def random_actor(num_actions: int, seed: int = 0) -> Callable[[np.ndarray], int]:
     rng = np.random.default_rng(seed)
     return lambda obs: int(rng.integers(num_actions))
-
-
-def sb3_actor(model, deterministic: bool = False) -> Callable[[np.ndarray], int]:
-    return lambda obs: int(model.predict(obs, deterministic=deterministic)[0])

@@ -16,7 +16,8 @@ keeps it, so a later session on a fresh machine goes on with the next), and the 
 which runs are missing (``"partial": true``). Wall time is measured per run segment beside the
 matmul peaks of the same machine; a segment killed before it ends is not counted (then the figure
 is a lower bound).
-Writes ``benchmarks/results/atari100k_cpu.json`` and its plots.
+Writes ``benchmarks/results/atari100k_cpu_stack4.json`` and its plot (``atari100k_cpu.json`` holds
+the earlier runs, whose agents saw single frames).
 """
 
 from __future__ import annotations
@@ -35,8 +36,14 @@ from worldsim.io import atomic_write_json
 RECIPE = [
     "model=small", "loop.real_steps=100000", "loop.iterations=4", "loop.tokenizer_steps_first=1500",
     "loop.tokenizer_steps_per_iteration=100", "loop.world_model_steps_per_iteration=250",
-    "loop.agent_steps_per_iteration=10000", "loop.final_episodes=10", "device=cpu", "progress=false",
+    "loop.agent_steps_per_iteration=10000", "loop.final_episodes=10", "agent.frame_stack=4", "device=cpu",
+    "progress=false",
 ]
+# Runs before agents saw frame stacks (single frames: no motion) are kept in atari100k_cpu.json.
+OUT = "benchmarks/results/atari100k_cpu_stack4.json"
+
+
+GAMES, SEEDS = ["pong", "breakout", "boxing"], [0, 1, 2]
 
 
 def peaks() -> dict[str, float]:
@@ -108,10 +115,15 @@ def summarise(root: Path, games: list[str], seeds: list[int], out: Path) -> dict
                 "loop_stage_minutes": {k: sum(r["seconds"][k] for r in loop["iterations"]) / 60
                                        for k in loop["iterations"][0]["seconds"]},
             }
+    note = json.loads(out.read_text()).get("note") if out.exists() else None
+    for key, run in recorded.items():  # runs of other games or seeds than this call's stay in the file
+        runs.setdefault(key, run)
     complete = [s for s in seeds if all(f"{g}/seed{s}" in runs for g in games)]
     result = {"what": "worldsim loop under the Atari 100k protocol on CPU: dream agent vs random vs model-free",
               "recipe": RECIPE, "games": games, "seeds": seeds, "partial": bool(missing), "missing_runs": missing,
               "runs": runs, "command": "python benchmarks/atari100k.py"}
+    if note:
+        result["note"] = note
     if complete:
         scores = {m: {g: [runs[f"{g}/seed{s}"][m] for s in complete] for g in games}
                   for m in ("dream_agent", "model_free", "random")}
@@ -122,12 +134,18 @@ def summarise(root: Path, games: list[str], seeds: list[int], out: Path) -> dict
     return result
 
 
+def covered(args) -> tuple[list[str], list[int]]:
+    """The summary covers the protocol's games and seeds and any others asked for, so running one
+    game or seed never drops the rest from the result file."""
+    return [*GAMES, *(g for g in args.games if g not in GAMES)], sorted({*SEEDS, *args.seeds})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--games", nargs="+", default=["pong", "breakout", "boxing"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--root", default="runs/atari100k_cpu", help="where the run directories live")
-    ap.add_argument("--out", default="benchmarks/results/atari100k_cpu.json")
+    ap.add_argument("--games", nargs="+", default=GAMES, help="which games to run now (the summary covers all)")
+    ap.add_argument("--seeds", nargs="+", type=int, default=SEEDS, help="which seeds to run now")
+    ap.add_argument("--root", default="runs/atari100k_cpu_stack4", help="where the run directories live")
+    ap.add_argument("--out", default=OUT)
     ap.add_argument("--max-minutes", type=float, default=None, help="start no new run after this many minutes")
     ap.add_argument("--summarise-only", action="store_true")
     ap.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides for every loop run")
@@ -142,8 +160,8 @@ def main() -> None:
             print(f"stopping: {args.max_minutes} minutes used; run again to continue")
             break
         run_one(game, seed, root / f"{game}_seed{seed}", args.extra)
-        summarise(root, args.games, args.seeds, out)
-    result = summarise(root, args.games, args.seeds, out)
+        summarise(root, *covered(args), out)
+    result = summarise(root, *covered(args), out)
     print(json.dumps({k: result[k] for k in ("partial", "missing_runs")}, indent=1))
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldsim.agents.agent_file import load_policy
+from worldsim.agents.actor import AgentActor
 from worldsim.envs import make_env
 from worldsim.io import atomic_write_json
 from worldsim.models.loading import load_world_model
@@ -40,20 +40,30 @@ def policies(num_actions: int, agents: list[str], seed: int):
     rng = np.random.default_rng(seed)
     yield "random", lambda obs: rng.integers(0, num_actions, len(obs))
     for path in agents:
-        pol = load_policy(path)
-        yield f"agent:{path}", lambda obs, pol=pol: pol.predict(obs, deterministic=False)[0]
+        yield f"agent:{path}", AgentActor.from_file(path)
+
+
+def restart(act, index: int | None = None) -> None:
+    """A new game for an agent's actor (its frame stack): all games, or game ``index`` of a batch."""
+    if index is None and hasattr(act, "reset"):
+        act.reset()
+    elif index is not None and hasattr(act, "episode_done"):
+        act.episode_done(index)
 
 
 def dream_side(checkpoint: str, act, dreams: int, horizon: int, seed: int) -> dict:
     env = DreamVectorEnv(checkpoint=checkpoint, num_envs=dreams, horizon=horizon, context_split="val",
                          precision="fp32")
     obs, _ = env.reset(seed=seed)
+    restart(act)
     signs = np.zeros((horizon, dreams))
     alive = np.ones(dreams, dtype=bool)  # count each dream's first episode only (ends autoreset)
     for t in range(horizon):
         obs, r, term, trunc, _ = env.step(act(obs))
         signs[t] = np.where(alive, r, np.nan)  # the dream pays the expected sign
         alive &= ~(term | trunc)
+        for i in np.flatnonzero(term | trunc):
+            restart(act, int(i))
     env.close()
     valid = ~np.isnan(signs)
     out = {"dreams": dreams, "horizon": horizon, **rates(signs[valid]),
@@ -65,12 +75,14 @@ def dream_side(checkpoint: str, act, dreams: int, horizon: int, seed: int) -> di
 def real_side(ckpt: dict, act, steps: int, horizon: int, seed: int) -> dict:
     env = make_env(ckpt["env"]["env"], **ckpt["env"]["env_kwargs"])
     obs, _ = env.reset(seed=seed)
+    restart(act)
     signs = np.zeros(steps)
     for t in range(steps):
         obs, r, term, trunc, _ = env.step(int(act(obs[None])[0]))
         signs[t] = np.sign(r)
         if term or trunc:
             obs, _ = env.reset()
+            restart(act)
     env.close()
     return {"steps": steps, **rates(signs), "mean_return_per_horizon": float(signs.mean() * horizon)}
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 from stable_baselines3 import PPO
 
-from worldsim.agents.agent_file import (AgentFileError, agent_paths, check_spaces, load_policy, read_agent,
+from worldsim.agents.actor import AgentActor, stack_frames
+from worldsim.agents.agent_file import (AgentFileError, agent_paths, check_spaces, load_policy_record, read_agent,
                                         restore_ppo, save_agent, space_from_record, space_record)
 
 
@@ -59,7 +60,8 @@ def test_files_and_record(trained):
 
 def test_loaded_policy_acts_as_the_saved_one(trained):
     model, path, _ = trained
-    policy = load_policy(path, env=TinyImageEnv())
+    policy, record = load_policy_record(path, env=TinyImageEnv())
+    assert record["frame_stack"] == 1
     obs = np.random.default_rng(0).integers(0, 256, (5, 36, 36, 3), dtype=np.uint8)
     np.testing.assert_array_equal(policy.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
     for k, v in model.policy.state_dict().items():
@@ -88,7 +90,72 @@ def test_an_agent_for_other_spaces_is_refused_with_the_difference(trained):
         action_space = gym.spaces.Discrete(18)
 
     with pytest.raises(AgentFileError, match=r"action_space: the agent has .*'n': 3.*, Boxing has .*'n': 18"):
-        load_policy(path, env=Other(), where="Boxing")
+        load_policy_record(path, env=Other(), where="Boxing")
+
+
+# ----------------------------------------------------------------------------- frame stacks
+@pytest.fixture(scope="module")
+def stacked(tmp_path_factory):
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venv = stack_frames(make_vec_env(TinyImageEnv, n_envs=2, seed=0), 3)
+    model = PPO("CnnPolicy", venv, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu", verbose=0)
+    model.learn(32)
+    return model, save_agent(tmp_path_factory.mktemp("stacked") / "agent.json", model), venv
+
+
+def test_a_stacked_agent_records_one_frame_and_the_stack(stacked):
+    model, path, _ = stacked
+    record = json.loads(path.read_text())
+    assert record["frame_stack"] == 3 and record["observation_space"]["shape"] == [36, 36, 3]
+    assert record["policy_observation_space"]["shape"] == [9, 36, 36]  # stacked, then channels first
+    actor = AgentActor.from_file(path, env=TinyImageEnv())  # checked against one frame of the env
+    assert actor.frame_stack == 3
+
+
+def test_actor_stacks_frames_as_vec_frame_stack_does(stacked):
+    """Fed the same games, the actor's stacks equal VecFrameStack's, through an episode restart."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
+
+    model, path, _ = stacked
+    actor = AgentActor.from_file(path, deterministic=True)
+    venv = DummyVecEnv([TinyImageEnv, TinyImageEnv])
+    venv.seed(5)
+    framed = VecFrameStack(venv, 3, channels_order="last")
+    stack_obs = framed.reset()
+    frames = np.stack([stack_obs[i, ..., -3:] for i in range(2)])
+    seen = []
+    actor.policy = type("Spy", (), {"predict": lambda self, x, deterministic: (seen.append(x.copy()) or
+                                                                                 np.zeros(len(x), int), None)})()
+    for t in range(12):  # TinyImageEnv ends every 8 steps: one restart per game
+        actor(frames)
+        np.testing.assert_array_equal(seen[-1], stack_obs, err_msg=f"step {t}")
+        stack_obs, _, dones, infos = framed.step(np.zeros(2, int))
+        frames = stack_obs[..., -3:]
+        for i in np.flatnonzero(dones):
+            actor.episode_done(int(i))
+
+
+def test_actor_plays_single_frames_and_resets(stacked):
+    _, path, _ = stacked
+    actor = AgentActor.from_file(path)
+    frame = np.full((36, 36, 3), 7, np.uint8)
+    assert isinstance(actor(frame), int) and actor.stack[0, ..., :6].max() == 0 and actor.stack[0, ..., 6:].min() == 7
+    actor(frame)
+    assert actor.stack[0, ..., :3].max() == 0 and actor.stack[0, ..., 3:].min() == 7
+    actor.reset()
+    actor(frame)
+    assert actor.stack[0, ..., :6].max() == 0
+
+
+def test_resuming_with_another_frame_stack_says_how(stacked):
+    from stable_baselines3.common.env_util import make_vec_env
+
+    _, path, _ = stacked
+    with pytest.raises(AgentFileError, match=r"stacks 3 frames, and this run asks for 1.*agent.frame_stack=3"):
+        restore_ppo(path, make_vec_env(TinyImageEnv, n_envs=2, seed=0))
+    again = restore_ppo(path, stack_frames(make_vec_env(TinyImageEnv, n_envs=2, seed=0), 3))
+    assert again.num_timesteps == stacked[0].num_timesteps
 
 
 def test_space_records_round_trip():

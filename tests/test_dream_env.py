@@ -335,14 +335,15 @@ def test_sb3_adapter_terminated_is_not_truncation(paths):
 def test_ppo_learns_in_dream_and_plays_real_env(paths):
     from stable_baselines3 import PPO
 
-    from worldsim.agents.real_eval import sb3_actor, score_on_real_env
+    from worldsim.agents.actor import AgentActor, stack_frames
+    from worldsim.agents.real_eval import score_on_real_env
 
-    venv = DreamSB3VecEnv(DreamVectorEnv(paths["checkpoint"], num_envs=2, horizon=16, end_threshold=1.0,
-                                         data_dir=paths["data_dir"]))
+    venv = stack_frames(DreamSB3VecEnv(DreamVectorEnv(paths["checkpoint"], num_envs=2, horizon=16, end_threshold=1.0,
+                                                      data_dir=paths["data_dir"])), 2)
     model = PPO("CnnPolicy", venv, n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu")
     model.learn(256)
     assert model.num_timesteps >= 256
-    score = score_on_real_env(sb3_actor(model), "atari", {"game": "boxing"}, episodes=1, max_steps=100)
+    score = score_on_real_env(AgentActor(model.policy, 2), "atari", {"game": "boxing"}, episodes=1, max_steps=100)
     assert score.episodes == 1 and score.mean_length == 100 and np.isfinite(score.mean_return)
 
 

@@ -16,18 +16,12 @@ def _kwargs(node) -> dict:
 
 
 def _agent_actor(path: str, env_meta: dict, deterministic: bool):
-    """An agent file's policy as ``actor(obs) -> actions``, checked against the env it will play."""
-    from types import SimpleNamespace
+    """An agent file's policy as ``actor(obs) -> actions`` (its frame stack kept per game), checked
+    against the env it will play."""
+    from worldsim.agents.actor import AgentActor
 
-    import gymnasium as gym
-    import numpy as np
-
-    from worldsim.agents.agent_file import load_policy
-
-    spaces = SimpleNamespace(observation_space=gym.spaces.Box(0, 255, tuple(env_meta["frame_shape"]), np.uint8),
-                             action_space=gym.spaces.Discrete(int(env_meta["num_actions"])))
-    policy = load_policy(path, env=spaces, where=f"{env_meta['env']} {env_meta.get('env_kwargs', {})}")
-    return lambda obs: policy.predict(obs, deterministic=deterministic)[0]
+    return AgentActor.for_frames(path, env_meta["frame_shape"], env_meta["num_actions"],
+                                 f"{env_meta['env']} {env_meta.get('env_kwargs', {})}", deterministic)
 
 
 def collect(cfg: DictConfig) -> None:

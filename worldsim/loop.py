@@ -160,11 +160,9 @@ def run_loop(env_name: str, env_kwargs: dict[str, Any], run_dir: str | Path, mod
         if k == 1:
             policy, policy_kwargs = loop.first_policy, {}
         else:
-            from worldsim.agents.agent_file import load_policy
+            from worldsim.agents.actor import AgentActor
 
-            pol = load_policy(agent_path)
-            policy, policy_kwargs = "agent", {"actor": lambda obs: pol.predict(obs, deterministic=False)[0],
-                                              "epsilon": loop.epsilon}
+            policy, policy_kwargs = "agent", {"actor": AgentActor.from_file(agent_path), "epsilon": loop.epsilon}
         collect(env_name, env_kwargs, str(data_dir), loop.real_target(k), policy, policy_kwargs, loop.num_workers,
                 seed=seed * 100 + k, progress=progress)
         t["collect"] = time.perf_counter()

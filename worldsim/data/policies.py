@@ -147,8 +147,9 @@ class AgentPolicy:
         explore = self.rng.random(self.num_envs) < self.epsilon
         return np.where(explore, self.rng.integers(0, self.num_actions, self.num_envs), actions)
 
-    def episode_done(self, index: int) -> None:
-        pass
+    def episode_done(self, index: int) -> None:  # an actor that stacks frames clears game ``index``'s
+        if hasattr(self.actor, "episode_done"):
+            self.actor.episode_done(index)
 
 
 def make_policy(name: str, num_actions: int, num_envs: int, seed: int, action_meanings: Sequence[str] | None = None,
