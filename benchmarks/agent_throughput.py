@@ -5,7 +5,8 @@ pixels), the PPO updates, and the rest (policy inference during rollouts, buffer
 
     python benchmarks/agent_throughput.py --out benchmarks/results/agent_throughput.json
 
-Two agent kinds: ``pixels`` is the product's agent (``CnnPolicy`` on decoded frames, what
+The policy sees the last ``--frame-stacks`` frames (4 in the product). Two agent kinds: ``pixels``
+is the product's agent (``CnnPolicy`` on decoded frames, what
 ``worldsim train-agent`` trains); ``latent`` is an ``MlpPolicy`` on the 16×16×16 latents, measured
 here for its cost only (``train-agent`` has no latent agent yet: scoring it on the real game needs
 the tokenizer in front of the real env). The world model is freshly initialised (its speed does not
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from before_after import matmul_peak  # noqa: E402
 from dream_throughput import FRAME, fresh_checkpoint  # noqa: E402
 
+from worldsim.agents.actor import stack_frames  # noqa: E402
 from worldsim.agents.ppo import AgentConfig  # noqa: E402
 from worldsim.io import atomic_write_json  # noqa: E402
 from worldsim.sim.dream_env import DreamVectorEnv  # noqa: E402
@@ -56,12 +58,13 @@ class TimedEnv(VecEnvWrapper):
         return out
 
 
-def measure(kind: str, ckpt: Path, cfg: AgentConfig, steps: int) -> dict:
+def measure(kind: str, frame_stack: int, ckpt: Path, cfg: AgentConfig, steps: int) -> dict:
     dream = DreamVectorEnv(ckpt, num_envs=cfg.num_envs, horizon=cfg.horizon, obs_type=kind, end_threshold=1.0)
     context = np.random.default_rng(0).integers(0, 256, (FRAME, FRAME, 3), dtype=np.uint8)
     dream.reset(seed=0, options={"context_frames": np.stack([context] * dream.core.C)})  # autoresets reuse it
     venv = TimedEnv(DreamSB3VecEnv(dream))
-    agent = PPO("CnnPolicy" if kind == "pixels" else "MlpPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
+    agent = PPO("CnnPolicy" if kind == "pixels" else "MlpPolicy", stack_frames(venv, frame_stack),
+                n_steps=cfg.n_steps, batch_size=cfg.batch_size,
                 n_epochs=cfg.n_epochs, learning_rate=cfg.lr, ent_coef=cfg.ent_coef, seed=cfg.seed, device="cpu", verbose=0)
     agent.set_logger(Logger(folder=None, output_formats=[]))
     update = {"seconds": 0.0}
@@ -77,7 +80,8 @@ def measure(kind: str, ckpt: Path, cfg: AgentConfig, steps: int) -> dict:
     agent.learn(steps, progress_bar=False)
     total = time.perf_counter() - t0
     n = int(agent.num_timesteps)
-    return {"kind": kind, "policy": "CnnPolicy" if kind == "pixels" else "MlpPolicy", "steps": n, "seconds": total,
+    return {"kind": kind, "frame_stack": frame_stack, "policy": "CnnPolicy" if kind == "pixels" else "MlpPolicy",
+            "steps": n, "seconds": total,
             "steps_per_s": n / total, "dream_seconds": venv.seconds, "update_seconds": update["seconds"],
             "other_seconds": total - venv.seconds - update["seconds"],
             "share": {"dream": venv.seconds / total, "updates": update["seconds"] / total,
@@ -88,6 +92,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=4096, help="dream steps per agent kind (PPO rounds them up to rollouts)")
     ap.add_argument("--kinds", default="latent,pixels")
+    ap.add_argument("--frame-stacks", default="4", help="frames the policy sees, e.g. 1,4 to compare (4: the product's)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -96,12 +101,12 @@ def main() -> None:
               ("num_envs", "n_steps", "batch_size", "n_epochs")}, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = fresh_checkpoint("small", Path(tmp))
-        for kind in args.kinds.split(","):
+        for kind, k in [(kind, int(k)) for kind in args.kinds.split(",") for k in args.frame_stacks.split(",")]:
             peak = matmul_peak(torch.bfloat16, 1.0)
-            run = {**measure(kind, ckpt, cfg, args.steps), "bf16_peak_gflops": peak}
+            run = {**measure(kind, k, ckpt, cfg, args.steps), "bf16_peak_gflops": peak}
             result["runs"].append(run)
             s = run["share"]
-            print(f"{kind:6s}: {run['steps_per_s']:6.1f} dream steps/s end to end; time in the dream "
+            print(f"{kind:6s}, {k} frame(s): {run['steps_per_s']:6.1f} dream steps/s end to end; time in the dream "
                   f"{100 * s['dream']:.0f}%, PPO updates {100 * s['updates']:.0f}%, policy and the rest "
                   f"{100 * s['policy_and_rest']:.0f}% (bf16 peak {peak:.0f} GFLOP/s)", flush=True)
             atomic_write_json(Path(args.out), result)
