@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+from worldsim.evaluation.world_model_eval import reward_signal
 from worldsim.io import atomic_write_json
 
 # The CPU recipe: the protocol's 100k real steps; world-model and agent budgets sized for 2 cores.
@@ -111,6 +112,11 @@ def summarise(root: Path, games: list[str], seeds: list[int], out: Path) -> dict
                 "reward_balanced_accuracy": wm["heads"]["reward_balanced_accuracy"], "end_f1": wm["heads"]["end_f1"],
                 "psnr_h16": wm["rollouts"]["model"]["16"]["psnr"],
                 "repeat_last_psnr_h16": wm["rollouts"]["repeat_last"]["16"]["psnr"],
+                "dream_pays_by_real_sign": wm["rollouts"].get("rollout_reward_by_real_sign"),
+                "dream_pays_counts": wm["rollouts"].get("rollout_real_sign_counts"),
+                "reward_signal": (reward_signal(wm["rollouts"]["rollout_reward_by_real_sign"],  # today's rule
+                                                wm["rollouts"]["rollout_real_sign_counts"])
+                                  if "rollout_real_sign_counts" in wm["rollouts"] else None),
                 "wall_minutes": sum(s["seconds"] for s in segs) / 60, "segments": segs,
                 "loop_stage_minutes": {k: sum(r["seconds"][k] for r in loop["iterations"]) / 60
                                        for k in loop["iterations"][0]["seconds"]},

@@ -14,7 +14,7 @@ from worldsim.cli import main
 from worldsim.data.dataset import WindowDataset
 from worldsim.data.store import EpisodeStore
 from worldsim.evaluation.tables import evaluation_markdown, rollout_table
-from worldsim.evaluation.world_model_eval import EvalConfig, rollout_metrics
+from worldsim.evaluation.world_model_eval import EvalConfig, reward_signal, rollout_metrics
 from worldsim.metrics import psnr_from_mse, squared_error_sums
 from worldsim.models.loading import load_world_model
 
@@ -60,6 +60,45 @@ def test_controllability_is_true_minus_shuffled_and_zero_when_actions_cannot_mat
     one = rollout_metrics(model, data, EvalConfig(num_windows=2, horizons=[1, 4], batch_size=1, split="all",
                                                   lpips=False), progress=False)
     assert all(v == 0.0 for v in one["controllability_db"].values())
+
+
+def test_reward_signal_on_constructed_pays():
+    counts = {"-1.0": 20, "0.0": 500, "1.0": 20}
+    calibrated = reward_signal({"-1.0": -0.8, "0.0": 0.01, "1.0": 0.7}, counts)
+    assert calibrated["tracks"] and calibrated["gaps"] == pytest.approx({"plus_minus_zero": 0.69, "zero_minus_minus": 0.81})
+    flat = reward_signal({"-1.0": 0.03, "0.0": 0.02, "1.0": 0.02}, counts)  # Boxing at 1,000 steps: the same pay everywhere
+    assert not flat["tracks"] and flat["verdict"] == "does not track the game"
+    # paying more where the game took a point away is worse than no signal, even with one good gap
+    inverted = reward_signal({"-1.0": 0.5, "0.0": 0.0, "1.0": 0.5}, counts)
+    assert not inverted["tracks"]
+    few = reward_signal({"-1.0": -1.0, "0.0": 0.0, "1.0": 1.0}, {"-1.0": 3, "0.0": 500, "1.0": 2})
+    assert not few["tracks"] and few["verdict"] == "too few rewarded steps to tell" and few["gaps"] == {}
+    # a game that never takes points (Breakout): the +1 gap decides alone
+    assert reward_signal({"-1.0": None, "0.0": 0.0, "1.0": 0.9}, {"-1.0": 0, "0.0": 500, "1.0": 30})["tracks"]
+
+
+def test_run_warns_before_training_an_agent_on_a_reward_that_does_not_track(tmp_path, capsys):
+    from worldsim.commands import _warn_reward_signal
+
+    counts = {"-1.0": 20, "0.0": 500, "1.0": 20}
+    path = tmp_path / "world_model_eval.json"
+    for paid, expect in (({"-1.0": 0.0, "0.0": 0.0, "1.0": 0.01}, "warning: the dream's reward does not track"),
+                         ({"-1.0": -0.9, "0.0": 0.0, "1.0": 0.9}, None)):
+        path.write_text(json.dumps({"rollouts": {"reward_signal": reward_signal(paid, counts)}}))
+        _warn_reward_signal(path)
+        printed = capsys.readouterr().out
+        assert (expect in printed) if expect else printed == ""
+    path.write_text(json.dumps({"rollouts": {"reward_signal": reward_signal({"0.0": 0.0}, {"0.0": 500})}}))
+    _warn_reward_signal(path)
+    assert "too few rewarded steps" in capsys.readouterr().out
+
+
+def test_rollouts_report_the_reward_signal_and_the_early_split(setup):
+    model, data = setup
+    r = evaluate(model, data)
+    assert set(r["rollout_reward_by_real_sign_early"]) == {"-1.0", "0.0", "1.0"}
+    assert sum(r["rollout_real_sign_counts_early"].values()) == 6 * min(4, r["rollout_early_steps"])
+    assert r["reward_signal"] == reward_signal(r["rollout_reward_by_real_sign"], r["rollout_real_sign_counts"])
 
 
 def test_model_figures_are_seeded(setup):

@@ -254,6 +254,22 @@ def score(cfg: DictConfig) -> dict:
                                 bool(cfg.score.model_free), progress=bool(cfg.progress))
 
 
+def _warn_reward_signal(evaluation_path: Path) -> None:
+    """Say before the agent trains when the dream's reward does not follow the game's."""
+    if not evaluation_path.exists():
+        return
+    signal = json.loads(evaluation_path.read_text()).get("rollouts", {}).get("reward_signal")
+    if signal and not signal["gaps"]:
+        print(f"note: the held-out windows hold too few rewarded steps (fewer than {signal['min_events']} of a "
+              "sign) to tell whether the dream's reward tracks the game's; raise evaluate.num_windows to know.")
+    elif signal and not signal["tracks"]:
+        gaps = ", ".join(f"{k} {v:+.2f}" for k, v in signal["gaps"].items())
+        print(f"warning: the dream's reward {signal['verdict']} on held-out play (gaps {gaps}; tracking needs "
+              f">= {signal['min_gap']}): the agent trained next learns the dream's noise, and its real score "
+              "says so. The dream's frames have to keep what the game pays for first (the evaluation's object "
+              "survival and LPIPS rows; docs/agents.md).")
+
+
 def run(cfg: DictConfig) -> None:
     """The whole pipeline; each stage resumes or skips what is already done, so re-running continues."""
     import time
@@ -287,6 +303,7 @@ def run(cfg: DictConfig) -> None:
     stage("evaluate world model", evaluate_world_model, {
         **base, "checkpoint": ckpt, "data_dir": cfg.heldout_dir, "split": "all", "batch_size": 50,
         "sampling_steps": None, "out_dir": str(run_dir / "eval"), "device": "cpu", **_kwargs(cfg.evaluate)})
+    _warn_reward_signal(run_dir / "eval" / "world_model_eval.json")
     stage("rollout video", rollout, {**base, "checkpoint": ckpt, "data_dir": cfg.heldout_dir, "split": "all",
                                      "rows": 4, "steps": 48, "sampling_steps": None, "psnr_threshold": 20.0, "scale": 3,
                                      "fps": 15, "out": str(run_dir / "dream.mp4"), "gif": str(run_dir / "dream.gif"),

@@ -71,8 +71,21 @@ def heads_summary(evaluation: dict[str, Any]) -> str:
         err = evaluation["rollouts"]["rollout_return_error"]
         fmt = {k: ("n/a" if v is None else f"{v:+.2f}") for k, v in by_sign.items()}
         text += (f" Inside the rollouts the dream pays {fmt['-1.0']} / {fmt['0.0']} / {fmt['1.0']} on the steps where "
-                 f"the real game paid −1 / 0 / +1; {err['horizon']}-step return error {err['mean']:+.2f} "
-                 f"(mean |error| {err['mean_abs']:.2f}).")
+                 f"the real game paid −1 / 0 / +1")
+        early = evaluation["rollouts"].get("rollout_reward_by_real_sign_early")
+        if early:
+            fe = {k: ("n/a" if v is None else f"{v:+.2f}") for k, v in early.items()}
+            text += f" ({fe['-1.0']} / {fe['0.0']} / {fe['1.0']} over the first {evaluation['rollouts']['rollout_early_steps']} steps)"
+        text += f"; {err['horizon']}-step return error {err['mean']:+.2f} (mean |error| {err['mean_abs']:.2f})."
+    signal = evaluation.get("rollouts", {}).get("reward_signal")
+    if signal and not signal["gaps"]:
+        text += (f" Too few rewarded steps in these windows (fewer than {signal['min_events']} of a sign) to tell "
+                 "whether the dream's reward tracks the game's; evaluate more windows.")
+    elif signal and not signal["tracks"]:
+        text += (" **The dream's reward does not track the game's**: it does not pay more where the game paid "
+                 "more, so an agent trained in this dream learns its noise, not the game. Its frames have to "
+                 "keep what the game pays for (see the object survival and LPIPS rows) before its rewards can "
+                 "follow the game.")
     return text
 
 
