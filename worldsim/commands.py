@@ -256,18 +256,14 @@ def score(cfg: DictConfig) -> dict:
 
 def _warn_reward_signal(evaluation_path: Path) -> None:
     """Say before the agent trains when the dream's reward does not follow the game's."""
+    from worldsim.evaluation.tables import reward_signal_text
+
     if not evaluation_path.exists():
         return
     signal = json.loads(evaluation_path.read_text()).get("rollouts", {}).get("reward_signal")
-    if signal and not signal["gaps"]:
-        print(f"note: the held-out windows hold too few rewarded steps (fewer than {signal['min_events']} of a "
-              "sign) to tell whether the dream's reward tracks the game's; raise evaluate.num_windows to know.")
-    elif signal and not signal["tracks"]:
-        gaps = ", ".join(f"{k} {v:+.2f}" for k, v in signal["gaps"].items())
-        print(f"warning: the dream's reward {signal['verdict']} on held-out play (gaps {gaps}; tracking needs "
-              f">= {signal['min_gap']}): the agent trained next learns the dream's noise, and its real score "
-              "says so. The dream's frames have to keep what the game pays for first (the evaluation's object "
-              "survival and LPIPS rows; docs/agents.md).")
+    said = reward_signal_text(signal)
+    if said:
+        print(("warning: " if signal["gaps"] else "note: ") + said)
 
 
 def run(cfg: DictConfig) -> None:

@@ -78,15 +78,24 @@ def heads_summary(evaluation: dict[str, Any]) -> str:
             text += f" ({fe['-1.0']} / {fe['0.0']} / {fe['1.0']} over the first {evaluation['rollouts']['rollout_early_steps']} steps)"
         text += f"; {err['horizon']}-step return error {err['mean']:+.2f} (mean |error| {err['mean_abs']:.2f})."
     signal = evaluation.get("rollouts", {}).get("reward_signal")
-    if signal and not signal["gaps"]:
-        text += (f" Too few rewarded steps in these windows (fewer than {signal['min_events']} of a sign) to tell "
-                 "whether the dream's reward tracks the game's; evaluate more windows.")
-    elif signal and not signal["tracks"]:
-        text += (" **The dream's reward does not track the game's**: it does not pay more where the game paid "
-                 "more, so an agent trained in this dream learns its noise, not the game. Its frames have to "
-                 "keep what the game pays for (see the object survival and LPIPS rows) before its rewards can "
-                 "follow the game.")
+    said = reward_signal_text(signal)
+    if said:
+        text += f" **{said[0].upper()}{said[1:]}**" if signal["gaps"] else f" {said[0].upper()}{said[1:]}"
     return text
+
+
+def reward_signal_text(signal: dict[str, Any] | None) -> str | None:
+    """What to tell a user about an evaluation's ``reward_signal`` verdict; None when the reward tracks."""
+    if not signal or signal["tracks"]:
+        return None
+    if not signal["gaps"]:
+        return (f"too few rewarded steps in these windows (fewer than {signal['min_events']} of a sign) to tell "
+                "whether the dream's reward tracks the game's; evaluate more windows (evaluate.num_windows).")
+    gaps = ", ".join(f"{k} {v:+.2f}" for k, v in signal["gaps"].items())
+    return (f"the dream's reward does not track the game's (gaps {gaps}; tracking needs >= {signal['min_gap']}): "
+            "it does not pay more where the game paid more, so an agent trained in this dream learns its noise, "
+            "not the game. Its frames have to keep what the game pays for (the object survival and LPIPS rows) "
+            "before its rewards can follow the game.")
 
 
 def evaluation_markdown(evaluation: dict[str, Any]) -> str:

@@ -117,8 +117,7 @@ def rollout_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig, pro
     reward_hits, reward_total = 0, 0
     # the dream's reward (the expected sign, as the dream env pays it) on the steps where the real
     # game paid -1 / 0 / +1: sums and counts per real sign, and per window dream - real H-step return
-    paid, did = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
-    paid_early, did_early = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)  # steps 1..EARLY
+    paid, did = torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64)  # all steps, steps 1..EARLY
     return_errors = []
     for start in tqdm(range(0, n, cfg.batch_size), desc="rollouts", disable=not progress):
         batch = data.gather(windows[start : start + cfg.batch_size])  # frames (b, C+H, 3, h, w) uint8
@@ -139,12 +138,11 @@ def rollout_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig, pro
                 reward_hits += int((reward_to_class(predicted) == reward_to_class(rewards[:, C - 1 :])).sum())
                 reward_total += predicted.numel()
                 expected = (out.reward_probs.cpu().double() @ torch.tensor(REWARD_CLASSES, dtype=torch.float64))
-                real = reward_to_class(rewards[:, C - 1 :]).flatten()
-                paid += torch.zeros(3, dtype=torch.float64).index_add_(0, real, expected.flatten())
-                did += torch.bincount(real, minlength=3).double()
-                real_early = reward_to_class(rewards[:, C - 1 : C - 1 + EARLY]).flatten()
-                paid_early += torch.zeros(3, dtype=torch.float64).index_add_(0, real_early, expected[:, :EARLY].flatten())
-                did_early += torch.bincount(real_early, minlength=3).double()
+                real = reward_to_class(rewards[:, C - 1 :])
+                for row, steps in enumerate((H, EARLY)):
+                    cls = real[:, :steps].flatten()
+                    paid[row].index_add_(0, cls, expected[:, :steps].flatten())
+                    did[row] += torch.bincount(cls, minlength=3).double()
                 return_errors += (expected.sum(1) - torch.sign(rewards[:, C - 1 :]).double().sum(1)).tolist()
         for k in cfg.horizons:
             true = frames[:, C + k - 1]
@@ -157,14 +155,12 @@ def rollout_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig, pro
     # phantom rewards: the dream's mean reward on the steps where the real game paid -1 / 0 / +1
     # (calibrated heads: about -1 / 0 / +1; phantom rewards: well above 0 where the real game paid 0),
     # and the error of the H-step return (what PPO in the dream collects, against what the game paid)
-    result["rollout_reward_by_real_sign"] = {
-        str(REWARD_CLASSES[c]): (float(paid[c] / did[c]) if did[c] else None) for c in range(3)}
-    result["rollout_real_sign_counts"] = {str(REWARD_CLASSES[c]): int(did[c]) for c in range(3)}
-    # the same over the first EARLY generated steps, where the dream is still close to the game: a
-    # dream that separates there but not over the whole horizon reads events but drifts away from them
-    result["rollout_reward_by_real_sign_early"] = {
-        str(REWARD_CLASSES[c]): (float(paid_early[c] / did_early[c]) if did_early[c] else None) for c in range(3)}
-    result["rollout_real_sign_counts_early"] = {str(REWARD_CLASSES[c]): int(did_early[c]) for c in range(3)}
+    # "_early": the same over the first EARLY generated steps, where the dream is still close to the game:
+    # a dream that separates there but not over the whole horizon reads events but drifts away from them
+    for row, suffix in enumerate(("", "_early")):
+        result[f"rollout_reward_by_real_sign{suffix}"] = {
+            str(REWARD_CLASSES[c]): (float(paid[row, c] / did[row, c]) if did[row, c] else None) for c in range(3)}
+        result[f"rollout_real_sign_counts{suffix}"] = {str(REWARD_CLASSES[c]): int(did[row, c]) for c in range(3)}
     result["rollout_early_steps"] = min(EARLY, H)
     errors = np.asarray(return_errors, dtype=np.float64)
     result["rollout_return_error"] = {"mean": float(errors.mean()), "mean_abs": float(np.abs(errors).mean()),
