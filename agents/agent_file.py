@@ -42,7 +42,9 @@ class AgentFileError(ValueError):
 def _policy_classes() -> dict[str, type]:
     from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy
 
-    return {"CnnPolicy": ActorCriticCnnPolicy, "MlpPolicy": ActorCriticPolicy}
+    from worldsim.agents.latent import LatentCnnPolicy
+
+    return {"CnnPolicy": ActorCriticCnnPolicy, "MlpPolicy": ActorCriticPolicy, "LatentCnnPolicy": LatentCnnPolicy}
 
 
 def agent_paths(path: str | Path) -> tuple[Path, Path]:
@@ -238,7 +240,7 @@ def restore_ppo(path: str | Path, env, device: str | torch.device = "cpu", **ove
         raise AgentFileError(f"{path} stacks {record.get('frame_stack', 1)} frames, and this run asks for {n_stack}: "
                              f"continue it with agent.frame_stack={record.get('frame_stack', 1)}, or train a new agent "
                              "into another file.")
-    model = PPO(record["policy"], env, device=device, verbose=0, **{**record["hyperparameters"], **overrides})
+    model = PPO(_policy_classes()[record["policy"]], env, device=device, verbose=0, **{**record["hyperparameters"], **overrides})
     policy = _policy_from(record, tensors, device)
     model.policy.load_state_dict(policy.state_dict())
     opt = model.policy.optimizer.state_dict()

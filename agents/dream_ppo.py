@@ -4,6 +4,9 @@
 
 The agent never touches the real env while learning: every observation, reward and episode end
 comes from the world model. The real env is used only to score the result, beside a random policy.
+``agent.observation=latent`` trains on the dream's latent frames instead of decoded pixels (no
+decoding per step, a smaller policy; :mod:`worldsim.agents.latent`); on the real game that agent
+sees the world model's tokenizer's encoding of each frame.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from stable_baselines3.common.vec_env import VecMonitor
 from worldsim.agents.agent_file import agent_paths
 from worldsim.agents.ppo import AgentConfig, train_ppo
 from worldsim.agents.actor import AgentActor
+from worldsim.agents.latent import LatentEncoder
 from worldsim.agents.real_eval import random_actor, score_on_real_env
 from worldsim.sim.dream_env import DreamVectorEnv
 from worldsim.sim.sb3 import DreamSB3VecEnv
@@ -30,12 +34,13 @@ def train_agent_in_dream(checkpoint: str | Path, out: str | Path, cfg: AgentConf
     ``compile``: compile the dream (:class:`DreamVectorEnv`; measured no faster on CPU, see docs/benchmarks.md)."""
     out = agent_paths(out)[0]
     dream = DreamVectorEnv(checkpoint, num_envs=cfg.num_envs, data_dir=data_dir, horizon=cfg.horizon,
-                           device=cfg.device, precision=precision, compile=compile)
+                           obs_type=cfg.observation, device=cfg.device, precision=precision, compile=compile)
     venv = VecMonitor(DreamSB3VecEnv(dream))  # episode returns in the dream, for the report
     venv.seed(cfg.seed)
     env = dream.core.ckpt["env"]
     extra = {"env": {k: env[k] for k in ("env", "env_kwargs", "action_meanings", "frame_shape")},
-             "world_model": str(checkpoint), "trained_in": "dream", "agent_config": asdict(cfg)}
+             "world_model": str(checkpoint), "trained_in": "dream", "observation": cfg.observation,
+             "agent_config": asdict(cfg)}
     run = train_ppo(venv, out, cfg, extra, progress, what="dream steps", desc="agent in the dream")
     agent = run.agent
     result = {
@@ -46,8 +51,9 @@ def train_agent_in_dream(checkpoint: str | Path, out: str | Path, cfg: AgentConf
     if not score:
         return result
     kwargs = dict(env["env_kwargs"])
-    real = score_on_real_env(AgentActor(agent.policy, cfg.frame_stack), env["env"], kwargs, cfg.eval_episodes, seed=10_000 + cfg.seed,
-                             max_steps=cfg.eval_max_steps, progress=progress)
+    encoder = LatentEncoder(checkpoint, cfg.device) if cfg.observation == "latent" else None
+    real = score_on_real_env(AgentActor(agent.policy, cfg.frame_stack, encoder=encoder), env["env"], kwargs,
+                             cfg.eval_episodes, seed=10_000 + cfg.seed, max_steps=cfg.eval_max_steps, progress=progress)
     rand = score_on_real_env(random_actor(env["num_actions"], cfg.seed), env["env"], kwargs, cfg.eval_episodes,
                              seed=10_000 + cfg.seed, max_steps=cfg.eval_max_steps, progress=progress)
     result.update({"real": real.as_dict(), "random_policy_real": rand.as_dict()})

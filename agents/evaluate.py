@@ -41,6 +41,7 @@ class AgentEvalConfig:
     dream_episodes: int = 16  # 0 skips the dream return
     random_baseline: bool = True
     progress: bool = False  # a bar per policy, one tick per finished game
+    world_model: str | None = None  # a latent agent sees frames through this world model's tokenizer (None: its record's)
 
 
 def bootstrap_ci(values: list[float], seed: int = 0, resamples: int = 10_000, level: float = 0.95) -> tuple[float, float]:
@@ -55,7 +56,7 @@ def bootstrap_ci(values: list[float], seed: int = 0, resamples: int = 10_000, le
 
 
 def _play(agent: str | None, env_name: str, env_kwargs: dict, seeds: list[int], max_steps: int | None,
-          deterministic: bool, num_actions: int) -> list[tuple[float, int]]:
+          deterministic: bool, num_actions: int, world_model: str | None = None) -> list[tuple[float, int]]:
     """One worker: episodes with the given reset seeds -> [(return, length)]. The policy's own
     sampling is seeded per episode too, so a score does not depend on how episodes fall on workers."""
     import torch
@@ -65,7 +66,7 @@ def _play(agent: str | None, env_name: str, env_kwargs: dict, seeds: list[int], 
     if agent is not None:
         from worldsim.agents.actor import AgentActor
 
-        actor = AgentActor.from_file(agent, deterministic=deterministic)
+        actor = AgentActor.from_file(agent, deterministic=deterministic, world_model=world_model)
     out = []
     for s in seeds:
         if actor is None:
@@ -86,12 +87,13 @@ def play_real(agent: str | None, env_name: str, env_kwargs: dict, num_actions: i
     by_seed = {}
     if workers == 1:
         for s in seeds:
-            by_seed[s] = _play(agent, env_name, env_kwargs, [s], cfg.max_steps, cfg.deterministic, num_actions)[0]
+            by_seed[s] = _play(agent, env_name, env_kwargs, [s], cfg.max_steps, cfg.deterministic, num_actions,
+                               cfg.world_model)[0]
             bar.update(1)
     else:  # one task per episode, so the bar moves as games finish
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
             futures = {pool.submit(_play, agent, env_name, env_kwargs, [s], cfg.max_steps, cfg.deterministic,
-                                   num_actions): s for s in seeds}
+                                   num_actions, cfg.world_model): s for s in seeds}
             for future in as_completed(futures):
                 by_seed[futures[future]] = future.result()[0]
                 bar.update(1)
@@ -114,13 +116,16 @@ def _hns(game: str | None, protocol: str, real: dict) -> dict[str, Any] | None:
             "ci95": [human_normalized_score(game, v) for v in real["ci95"]]}
 
 
-def dream_return(agent: str, record: dict[str, Any], episodes: int, seed: int, deterministic: bool) -> dict[str, Any]:
-    """Mean return of the agent over its first ``episodes`` dream episodes (contexts from real play)."""
+def dream_return(agent: str, record: dict[str, Any], episodes: int, seed: int, deterministic: bool,
+                 world_model: str | None = None) -> dict[str, Any]:
+    """Mean return of the agent over its first ``episodes`` dream episodes (contexts from real play),
+    in the dream of ``world_model`` (default: the one its record names)."""
     from worldsim.agents.actor import AgentActor
     from worldsim.sim.dream_env import DreamVectorEnv
 
     horizon = int(record.get("agent_config", {}).get("horizon", 100))
-    envs = DreamVectorEnv(record["world_model"], num_envs=episodes, horizon=horizon)
+    envs = DreamVectorEnv(world_model or record["world_model"], num_envs=episodes, horizon=horizon,
+                          obs_type=record.get("observation", "pixels"))
     spaces = SimpleNamespace(observation_space=envs.single_observation_space, action_space=envs.single_action_space)
     actor = AgentActor.from_file(agent, env=spaces, where="the dream", deterministic=deterministic)
     obs, _ = envs.reset(seed=seed)
@@ -156,8 +161,9 @@ def evaluate_agent(agent: str | Path, cfg: AgentEvalConfig) -> dict[str, Any]:
     if cfg.random_baseline:
         rand = play_real(None, env_name, env_kwargs, num_actions, cfg)
         result["random"] = {**rand, "hns": _hns(game, protocol, rand)}
-    if cfg.dream_episodes and record.get("world_model") and Path(record["world_model"]).exists():
-        dream = dream_return(str(agent), record, cfg.dream_episodes, cfg.seed, cfg.deterministic)
+    world_model = cfg.world_model or record.get("world_model")
+    if cfg.dream_episodes and world_model and Path(world_model).exists():
+        dream = dream_return(str(agent), record, cfg.dream_episodes, cfg.seed, cfg.deterministic, world_model)
         result["dream"] = dream
         result["dream_to_real_gap"] = dream["mean_return"] - real["mean_return"]
     return result

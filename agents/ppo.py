@@ -32,6 +32,7 @@ class AgentConfig:
     lr: float = 2.5e-4
     ent_coef: float = 0.01
     frame_stack: int = 4  # the last k frames, stacked on the channel axis, are what the policy sees
+    observation: str = "pixels"  # in the dream: "pixels" (decoded frames, CnnPolicy) or "latent" (LatentCnnPolicy)
     eval_episodes: int = 3
     eval_max_steps: int | None = None
     ckpt_every: int = 5000  # steps between agent-file saves (an interrupted run resumes there)
@@ -42,6 +43,9 @@ class AgentConfig:
         if self.frame_stack < 1:
             raise ValueError(f"agent.frame_stack must be >= 1 (1 = single frames, 4 = the usual Atari stack), "
                              f"got {self.frame_stack}.")
+        if self.observation not in ("pixels", "latent"):
+            raise ValueError(f"agent.observation must be 'pixels' (decoded frames) or 'latent' (the tokenizer's "
+                             f"latents, no decoding in the dream), got {self.observation!r}.")
 
 
 class PeriodicSave(BaseCallback):
@@ -119,20 +123,25 @@ def train_ppo(venv, out: str | Path, cfg: AgentConfig, extra: dict[str, Any], pr
               what: str = "steps", desc: str = "train agent") -> PPORun:
     """Train PPO on ``venv`` until it has seen ``cfg.steps`` steps, continuing the agent file ``out``
     when it exists (weights, optimiser and step count of its last save), and save it there. The
-    policy sees the last ``cfg.frame_stack`` frames (:func:`worldsim.agents.actor.stack_frames`)."""
+    policy sees the last ``cfg.frame_stack`` frames (:func:`worldsim.agents.actor.stack_frames`): pixels
+    through SB3's ``CnnPolicy``, latents (``cfg.observation="latent"``, a latent dream) through
+    :class:`~worldsim.agents.latent.LatentCnnPolicy`."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.logger import Logger as SB3Logger
 
     out = agent_paths(out)[0]
     t0 = time.perf_counter()
-    venv = stack_frames(venv, cfg.frame_stack)
+    latent = cfg.observation == "latent"
+    venv = stack_frames(venv, cfg.frame_stack, "first" if latent else "last")
     if out.exists():
         agent = restore_ppo(out, venv, device=cfg.device)
         before = int(agent.num_timesteps)
         if progress and before < cfg.steps:
             print(f"resuming the agent from {out} at {before} of {cfg.steps} {what}")
     else:
-        agent = PPO("CnnPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
+        from worldsim.agents.latent import LatentCnnPolicy
+
+        agent = PPO(LatentCnnPolicy if latent else "CnnPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
                     learning_rate=cfg.lr, ent_coef=cfg.ent_coef, seed=cfg.seed, device=cfg.device, verbose=0)
         before = 0
     if before < cfg.steps:

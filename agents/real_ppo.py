@@ -12,7 +12,7 @@ terminal on life loss); scoring plays full games.
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,9 @@ def _env(env_name: str, env_kwargs: dict[str, Any], seed: int):
 def train_model_free(env_name: str, env_kwargs: dict[str, Any], env_meta: dict[str, Any], out: str | Path,
                      cfg: AgentConfig, progress: bool = True) -> dict[str, Any]:
     """PPO on ``cfg.num_envs`` copies of the real env (in this process: ALE steps far faster than PPO
-    learns) until ``cfg.steps`` real steps; resumable from the agent file ``out``."""
+    learns) until ``cfg.steps`` real steps; resumable from the agent file ``out``. Always on pixels:
+    without a world model there is no tokenizer to give latents (``cfg.observation`` is ignored)."""
+    cfg = replace(cfg, observation="pixels")
     if cfg.steps < cfg.num_envs * cfg.n_steps:
         raise ValueError(f"agent.steps={cfg.steps} is less than one PPO rollout (num_envs x n_steps = "
                          f"{cfg.num_envs * cfg.n_steps}); raise agent.steps or lower agent.num_envs / agent.n_steps.")

@@ -5,12 +5,11 @@ pixels), the PPO updates, and the rest (policy inference during rollouts, buffer
 
     python benchmarks/agent_throughput.py --out benchmarks/results/agent_throughput.json
 
-The policy sees the last ``--frame-stacks`` frames (4 in the product). Two agent kinds: ``pixels``
-is the product's agent (``CnnPolicy`` on decoded frames, what
-``worldsim train-agent`` trains); ``latent`` is an ``MlpPolicy`` on the 16×16×16 latents, measured
-here for its cost only (``train-agent`` has no latent agent yet: scoring it on the real game needs
-the tokenizer in front of the real env). The world model is freshly initialised (its speed does not
-depend on its weights), started from a synthetic context, so no data is needed.
+The policy sees the last ``--frame-stacks`` frames (4 in the product). Two agent kinds, both what
+``worldsim train-agent`` trains: ``pixels`` (``CnnPolicy`` on decoded frames, ``agent.observation=pixels``)
+and ``latent`` (``LatentCnnPolicy`` on the 16×16×16 latents, no decoding, ``agent.observation=latent``).
+The world model is freshly initialised (its speed does not depend on its weights), started from a
+synthetic context, so no data is needed.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from before_after import matmul_peak  # noqa: E402
 from dream_throughput import FRAME, fresh_checkpoint  # noqa: E402
 
 from worldsim.agents.actor import stack_frames  # noqa: E402
+from worldsim.agents.latent import LatentCnnPolicy  # noqa: E402
 from worldsim.agents.ppo import AgentConfig  # noqa: E402
 from worldsim.io import atomic_write_json  # noqa: E402
 from worldsim.sim.dream_env import DreamVectorEnv  # noqa: E402
@@ -63,7 +63,8 @@ def measure(kind: str, frame_stack: int, ckpt: Path, cfg: AgentConfig, steps: in
     context = np.random.default_rng(0).integers(0, 256, (FRAME, FRAME, 3), dtype=np.uint8)
     dream.reset(seed=0, options={"context_frames": np.stack([context] * dream.core.C)})  # autoresets reuse it
     venv = TimedEnv(DreamSB3VecEnv(dream))
-    agent = PPO("CnnPolicy" if kind == "pixels" else "MlpPolicy", stack_frames(venv, frame_stack),
+    policy = "CnnPolicy" if kind == "pixels" else LatentCnnPolicy
+    agent = PPO(policy, stack_frames(venv, frame_stack, "last" if kind == "pixels" else "first"),
                 n_steps=cfg.n_steps, batch_size=cfg.batch_size,
                 n_epochs=cfg.n_epochs, learning_rate=cfg.lr, ent_coef=cfg.ent_coef, seed=cfg.seed, device="cpu", verbose=0)
     agent.set_logger(Logger(folder=None, output_formats=[]))
@@ -80,7 +81,7 @@ def measure(kind: str, frame_stack: int, ckpt: Path, cfg: AgentConfig, steps: in
     agent.learn(steps, progress_bar=False)
     total = time.perf_counter() - t0
     n = int(agent.num_timesteps)
-    return {"kind": kind, "frame_stack": frame_stack, "policy": "CnnPolicy" if kind == "pixels" else "MlpPolicy",
+    return {"kind": kind, "frame_stack": frame_stack, "policy": "CnnPolicy" if kind == "pixels" else "LatentCnnPolicy",
             "steps": n, "seconds": total,
             "steps_per_s": n / total, "dream_seconds": venv.seconds, "update_seconds": update["seconds"],
             "other_seconds": total - venv.seconds - update["seconds"],
@@ -102,13 +103,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = fresh_checkpoint("small", Path(tmp))
         for kind, k in [(kind, int(k)) for kind in args.kinds.split(",") for k in args.frame_stacks.split(",")]:
-            peak = matmul_peak(torch.bfloat16, 1.0)
-            run = {**measure(kind, k, ckpt, cfg, args.steps), "bf16_peak_gflops": peak}
+            peak, peak32 = matmul_peak(torch.bfloat16, 1.0), matmul_peak(torch.float32, 1.0)
+            run = {**measure(kind, k, ckpt, cfg, args.steps), "bf16_peak_gflops": peak, "fp32_peak_gflops": peak32}
             result["runs"].append(run)
             s = run["share"]
             print(f"{kind:6s}, {k} frame(s): {run['steps_per_s']:6.1f} dream steps/s end to end; time in the dream "
                   f"{100 * s['dream']:.0f}%, PPO updates {100 * s['updates']:.0f}%, policy and the rest "
-                  f"{100 * s['policy_and_rest']:.0f}% (bf16 peak {peak:.0f} GFLOP/s)", flush=True)
+                  f"{100 * s['policy_and_rest']:.0f}% (matmul peak bf16 {peak:.0f}, fp32 {peak32:.0f} GFLOP/s)", flush=True)
             atomic_write_json(Path(args.out), result)
     print(f"wrote {args.out}")
 

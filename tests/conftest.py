@@ -46,3 +46,25 @@ def tiny_world_model(boxing_store, tmp_path_factory) -> dict[str, Path]:
              "world_model": run_dir / "world_model.pt", "run_dir": run_dir}
     assert paths["tokenizer"].exists() and paths["world_model"].exists()
     return paths
+
+
+@pytest.fixture(scope="session")
+def dream_agent(tiny_world_model, tmp_path_factory):
+    """``dream_agent(name, *overrides)`` -> Path of an agent file trained by ``worldsim train-agent`` for 32
+    dream steps in a copy of the tiny world model (``world_model.pt`` beside the agent), scored on one
+    20-step real game."""
+    import shutil
+
+    from worldsim.cli import main
+
+    def train(name: str, *overrides: str) -> Path:
+        run = tmp_path_factory.mktemp(name)
+        ckpt = run / "world_model.pt"
+        shutil.copy(tiny_world_model["world_model"], ckpt)
+        out = run / "agent.json"
+        assert main(["train-agent", f"checkpoint={ckpt}", f"data_dir={tiny_world_model['data_dir']}", f"out={out}",
+                     "progress=false", "agent.steps=32", "agent.num_envs=2", "agent.n_steps=16", "agent.batch_size=32",
+                     "agent.horizon=8", "agent.eval_episodes=1", "agent.eval_max_steps=20", *overrides]) == 0
+        return out
+
+    return train

@@ -14,15 +14,8 @@ from worldsim.cli import main
 
 
 @pytest.fixture(scope="module")
-def agent(tiny_world_model, tmp_path_factory):
-    run = tmp_path_factory.mktemp("agent_eval")
-    ckpt = run / "world_model.pt"
-    shutil.copy(tiny_world_model["world_model"], ckpt)
-    out = run / "agent.json"
-    assert main(["train-agent", f"checkpoint={ckpt}", f"data_dir={tiny_world_model['data_dir']}", f"out={out}",
-                 "progress=false", "agent.steps=32", "agent.num_envs=2", "agent.n_steps=16", "agent.batch_size=32",
-                 "agent.horizon=8", "agent.eval_episodes=1", "agent.eval_max_steps=20"]) == 0
-    return out
+def agent(dream_agent):
+    return dream_agent("agent_eval")
 
 
 def test_scores_do_not_depend_on_the_number_of_workers(agent):

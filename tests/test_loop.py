@@ -142,3 +142,28 @@ def test_other_settings_in_the_same_run_dir_are_refused(tmp_path, capsys):
     (run / "loop.json").write_text("{not json")
     assert main(loop_args(run)) == 1
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_loop_with_a_latent_agent(tmp_path):
+    """agent.observation=latent: PPO on the dream's latents, the second collection and the final scoring
+    play the real game through the world model's tokenizer."""
+    run = tmp_path / "run"
+    assert main([*loop_args(run), "agent.observation=latent", "loop.model_free=false"]) == 0
+    check_finished(run, 2)
+    record = json.loads((run / "agent.json").read_text())
+    assert record["observation"] == "latent" and record["policy"] == "LatentCnnPolicy"
+    evaluation = json.loads((run / "evaluation.json").read_text())
+    assert len(evaluation["dream_agent"]["real"]["returns"]) == 2 and "dream" in evaluation["dream_agent"]
+
+
+def test_runs_from_before_agent_observation_continue(tmp_path):
+    """A loop.json written before agent.observation existed (its agents saw pixels) is the same run."""
+    from worldsim.agents.ppo import AgentConfig
+    from worldsim.loop import _read_state
+
+    agent = asdict(AgentConfig())
+    old = {k: v for k, v in agent.items() if k != "observation"}
+    (tmp_path / "loop.json").write_text(json.dumps({"version": 1, "fingerprint": {"agent": old}, "iterations": []}))
+    assert _read_state(tmp_path, {"agent": agent})["iterations"] == []
+    with pytest.raises(ValueError, match="agent differ"):
+        _read_state(tmp_path, {"agent": {**agent, "observation": "latent"}})

@@ -91,8 +91,11 @@ def _read_state(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"{path} is not valid JSON ({e}); it is the loop's record: restore it or pick a new run_dir.")
     if state.get("version") != STATE_VERSION:
         raise ValueError(f"{path} has version {state.get('version')}, this worldsim writes {STATE_VERSION}; pick a new run_dir.")
-    if state.get("fingerprint") != fingerprint:
-        old, new = state.get("fingerprint", {}), fingerprint
+    old = state.get("fingerprint", {})
+    if isinstance(old.get("agent"), dict):  # runs from before agent.observation existed trained on pixels
+        old["agent"].setdefault("observation", "pixels")
+    if old != fingerprint:
+        new = fingerprint
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise ValueError(f"{run_dir} holds a loop run with other settings ({', '.join(diff)} differ); continue it with "
                          f"the same settings or pick a new run_dir=...")
