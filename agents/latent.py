@@ -26,18 +26,19 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+
 class LatentCNN(BaseFeaturesExtractor):
-    """Features of stacked latent frames (b, k·c, h, w): three 3×3 convolutions (the last two with
-    stride 2: 16×16 -> 4×4), then one linear layer. About a tenth of the Nature CNN's multiply-adds
-    on 64×64 pixels, for the same 512 features."""
+    """Features of stacked latent frames (b, k·c, h, w): three 3×3 convolutions (the first two with
+    stride 2: 16×16 -> 4×4), then one linear layer to 512 features. 4.1M multiply-adds for 4 stacked
+    16×16×16 latents, about half of the Nature CNN's 7.8M on 4 stacked 64×64×3 frames."""
 
     def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 512, width: int = 64) -> None:
         super().__init__(observation_space, features_dim)
         c = observation_space.shape[0]
         self.cnn = nn.Sequential(
-            nn.Conv2d(c, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(c, width, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
             nn.Flatten(),
         )
         with torch.no_grad():

@@ -118,9 +118,8 @@ def test_dit_forward_shapes():
     assert features.shape == (2, 5, 16, 32)  # token features of the clean stream: 4×4 patches
 
 
-@pytest.mark.parametrize("extra", [{}, {"local_head": 8}])
-def test_fresh_dit_outputs_exact_zeros(extra):
-    dit = DiT(dit_config(**extra))
+def test_fresh_dit_outputs_exact_zeros():
+    dit = DiT(dit_config())
     clean, cc, noisy, nc, pa = window(4)
     raw, features = dit(clean, cc, noisy, nc, pa)
     assert torch.equal(raw, torch.zeros_like(raw))
@@ -152,8 +151,7 @@ def test_initialize_weights_restores_adaln_zero():
 
 
 # ----------------------------------------------------------------------------- DiT: causality
-# the generated frame's tokens carry the last 2 / 1 clean frames; the local head reads them at latent resolution
-STACKING = [{}, {"stack_frames": 1}, {"local_head": 8}, {"stack_frames": 1, "local_head": 8}]
+STACKING = [{}, {"stack_frames": 1}]  # the generated frame's tokens carry the last 2 / 1 clean frames
 
 
 @pytest.mark.parametrize("extra", STACKING)
@@ -222,8 +220,7 @@ def test_noise_level_and_action_condition_their_frame(extra):
 # ----------------------------------------------------------------------------- DiT: cached generation
 @pytest.mark.parametrize("depth, C, t, extra", [(2, 2, 7, {}), (1, 3, 8, {}), (3, 1, 5, {"stack_frames": 1}),
                                                 (2, 3, 8, {"stack_frames": 3}), (1, 2, 6, {"stack_frames": 1}),
-                                                (2, 1, 5, {"stack_frames": 1}), (2, 2, 7, {"local_head": 8}),
-                                                (1, 3, 8, {"stack_frames": 2, "local_head": 8})])
+                                                (2, 1, 5, {"stack_frames": 1})])
 def test_cached_generation_matches_teacher_forced_pass(depth, C, t, extra):
     dit = randomize(DiT(dit_config(depth=depth, context_frames=C, **extra))).eval()
     clean, cc, noisy, nc, pa = window(t)

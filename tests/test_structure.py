@@ -111,7 +111,7 @@ def test_agent_hyperparameters_have_one_home():
 
 
 REMOVED = ("attention", "spatial_rope", "embed_kernel", "action_tokens", "mix_ffn", "zero_init_noisy",
-           "action_token_std", "heads_pool", "predict_residual")
+           "action_token_std", "heads_pool", "predict_residual", "local_head")
 
 
 def test_removed_options_are_gone_from_code_and_configs():

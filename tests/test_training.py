@@ -366,6 +366,11 @@ def test_checkpoint_naming_a_removed_option(tiny_world_model, tmp_path):
     with pytest.raises(CheckpointError, match=r"dit\.attention='factorized'.*no longer has"):
         load_world_model(tmp_path / "old_factorized.pt")
     data["config"]["model"]["dit"]["attention"] = "window"
+    data["config"]["model"]["dit"]["local_head"] = 64  # written by the session-17 A/B, then removed
+    torch.save(data, tmp_path / "old_local_head.pt")
+    with pytest.raises(CheckpointError, match=r"dit\.local_head=64.*no longer has"):
+        load_world_model(tmp_path / "old_local_head.pt")
+    data["config"]["model"]["dit"]["local_head"] = 0
     data["config"]["model"]["dit"]["warp_drive"] = 3
     torch.save(data, tmp_path / "unknown.pt")
     with pytest.raises(CheckpointError, match="warp_drive"):

@@ -62,10 +62,6 @@ class DiTConfig:
     # The Mix-FFN's GELU: "none" (exact, erf) or "tanh" (the approximation of models trained before
     # December 2026, which their checkpoints keep). Exact is 4.6x faster on CPU (measured, bf16 and fp32).
     gelu: str = "none"
-    # Width of the local head (0: none): 3×3 convolutions at the latent grid's own resolution over the
-    # raw output and the last ``stack_frames`` clean frames, added to the output (a U-Net's long skip):
-    # every latent cell sees the exact past frames it must move, not their patch embedding.
-    local_head: int = 0
 
 
 class DiTOutput(NamedTuple):
@@ -125,25 +121,6 @@ class DiTBlock(nn.Module):
         return x.flatten(1, 2), kv
 
 
-class LocalHead(nn.Module):
-    """Residual refinement of the raw output at latent resolution: three 3×3 convolutions (7×7 latent
-    cells of receptive field) over [last k clean frames, raw output], the last zero-initialised, so
-    a fresh head adds nothing. The transformer reasons over 2×2-cell patches; this path gives every
-    cell the exact content of the frames before it, as a U-Net's skip connections do in DIAMOND."""
-
-    def __init__(self, channels: int, stack: int, width: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(channels * (stack + 1), width, 3, padding=1), nn.GELU(),
-                                 nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
-                                 nn.Conv2d(width, channels, 3, padding=1))
-
-    def forward(self, raw: torch.Tensor, stacked: torch.Tensor) -> torch.Tensor:
-        # raw (b, t, c, h, w), stacked (b, t, k, c, h, w) -> (b, t, c, h, w)
-        x = torch.cat([stacked.to(raw.dtype), raw[:, :, None]], dim=2)
-        y = self.net(rearrange(x, "b t k c h w -> (b t) (k c) h w"))
-        return raw + rearrange(y, "(b t) c h w -> b t c h w", b=raw.shape[0]).to(raw.dtype)
-
-
 class FinalLayer(nn.Module):
     def __init__(self, width: int, out_dim: int) -> None:
         super().__init__()
@@ -172,7 +149,6 @@ class DiT(nn.Module):
         self.action_embed = nn.Embedding(cfg.num_actions + 1, d)  # last index: "no action" (first frame)
         self.blocks = nn.ModuleList(DiTBlock(d, cfg.heads, cfg.mlp_ratio, cfg.gelu) for _ in range(cfg.depth))
         self.final = FinalLayer(d, c * p * p)
-        self.local = LocalHead(c, cfg.stack_frames, cfg.local_head) if cfg.local_head > 0 else None
         self.initialize_weights()
 
     @property
@@ -201,12 +177,6 @@ class DiT(nn.Module):
             nn.init.zeros_(ada[-1].bias)
         nn.init.zeros_(self.final.linear.weight)
         nn.init.zeros_(self.final.linear.bias)
-        if self.local is not None:  # Xavier convolutions as the linears; the last one at zero (adaLN-Zero's habit)
-            for conv in self.local.net[:-1:2]:
-                nn.init.xavier_uniform_(conv.weight.view(conv.weight.shape[0], -1))
-                nn.init.zeros_(conv.bias)
-            nn.init.zeros_(self.local.net[-1].weight)
-            nn.init.zeros_(self.local.net[-1].bias)
 
     # ------------------------------------------------------------------ pieces
     def grid(self, h: int, w: int) -> tuple[int, int]:
@@ -274,8 +244,7 @@ class DiT(nn.Module):
         hp, wp = self.grid(h, w)
         n = hp * wp
         dev = clean.device
-        stacked = self.stack(clean)  # (b, t-1, k, c, h, w)
-        x = torch.cat([self.embed_frames(clean), self.embed_noisy(noisy, stacked, prev_actions[:, 1:])],
+        x = torch.cat([self.embed_frames(clean), self.embed_noisy(noisy, self.stack(clean), prev_actions[:, 1:])],
                       dim=1).float()  # (b, (2t-1)·n, d); training keeps the residual stream in fp32
         cond = torch.cat([self.condition(clean_c_noise, prev_actions),
                           self.condition(noisy_c_noise, prev_actions[:, 1:])], dim=1)  # (b, 2t-1, d)
@@ -284,10 +253,8 @@ class DiT(nn.Module):
         for block in self.blocks:
             x, _ = block(x, cond, (hp, wp), rope, layout)
         features = rearrange(x[:, : t * n], "b (t n) d -> b t n d", t=t)
-        raw = self.unembed(self.final(x[:, t * n :], cond[:, t:], n), t - 1, h, w)
-        if self.local is not None:
-            raw = self.local(raw, stacked)
-        return DiTOutput(raw, features)
+        out = self.final(x[:, t * n :], cond[:, t:], n)
+        return DiTOutput(self.unembed(out, t - 1, h, w), features)
 
     # ------------------------------------------------------------------ cached generation
     def new_cache(self, batch_size: int, hw: tuple[int, int], like: torch.Tensor) -> DiTCache:
@@ -372,10 +339,7 @@ class DiT(nn.Module):
         """Raw output F for the next frame (b, c, h, w) at noise ``c_noise`` (b,), given the cache."""
         x, cond = self._cached_pass(noisy, c_noise, action, cache, append=False)
         h, w = noisy.shape[-2:]
-        raw = self.unembed(self.final(x, cond, x.shape[1]), 1, h, w)
-        if self.local is not None:
-            raw = self.local(raw, cache.recent[:, None])
-        return raw[:, 0]
+        return self.unembed(self.final(x, cond, x.shape[1]), 1, h, w)[:, 0]
 
     @torch.no_grad()
     def append_frame(self, clean: torch.Tensor, c_noise: torch.Tensor, action: torch.Tensor, cache: DiTCache) -> torch.Tensor:
