@@ -77,7 +77,7 @@ class LatentEncoder:
                 f"a latent agent sees the real game through the tokenizer of its world model, and {path} is "
                 "missing. Pass the world model it was trained in (evaluate-agent world_model=PATH), or restore it.")
         model, ckpt = load_world_model(path, device)
-        self.tokenizer, self.device, self.path = model.tokenizer, torch.device(device), path
+        self.model, self.device, self.path = model, torch.device(device), path
         self.frame_shape = tuple(int(s) for s in ckpt["env"]["frame_shape"])  # (h, w, 3)
         self.latent_shape = (model.cfg.dit.latent_channels, *model.latent_hw)
         self.observation_space = latent_space(self.latent_shape)
@@ -85,8 +85,6 @@ class LatentEncoder:
 
     @torch.inference_mode()
     def __call__(self, frames: np.ndarray) -> np.ndarray:
-        from worldsim.models.tokenizer import frames_to_float
-
         frames = np.asarray(frames)
         single = frames.ndim == 3
         batch = rearrange(frames, "h w c -> 1 h w c") if single else frames
@@ -94,8 +92,7 @@ class LatentEncoder:
             raise ValueError(f"the tokenizer of {self.path} encodes frames of shape {self.frame_shape}, got "
                              f"{batch.shape[1:]}: play this agent on the env its world model was trained on.")
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-        z = self.tokenizer.normalize(self.tokenizer.encode(frames_to_float(rearrange(x, "n h w c -> n c h w"))))
-        z = z.float().cpu().numpy()
+        z = self.model.encode(rearrange(x, "n h w c -> n c h w")).float().cpu().numpy()  # the dream's own encoding
         return z[0] if single else z
 
 
