@@ -235,26 +235,3 @@ def test_sample_starts_at_sigma_max():
 def test_sample_rejects_unknown_solver():
     with pytest.raises(ValueError, match="euler"):
         diffusion.sample(lambda x, s: x, torch.zeros(2), torch.tensor([1.0, 0.0]), "rk4")
-
-
-# ----------------------------------------------------------------------------- energy score
-def test_energy_score_prefers_samples_of_the_truth_to_its_mean():
-    """A target that is +1 or -1 everywhere, each half the time. The mean predictor (both samples 0)
-    scores 1; a sampler of the true distribution scores 0.5 in expectation (exact enumeration), and
-    a perfect prediction 0. MSE ranks them the other way round: it prefers the mean (1 vs 2)."""
-    one = torch.ones(1, 2, 3, 3)
-    assert float(diffusion.energy_score(one, one, one)) == 0.0
-    mean = torch.zeros_like(one)
-    cases = [(s1 * one, s2 * one, y * one) for s1 in (-1, 1) for s2 in (-1, 1) for y in (-1, 1)]
-    sampler = sum(float(diffusion.energy_score(a, b, y)) for a, b, y in cases) / len(cases)
-    averaged = sum(float(diffusion.energy_score(mean, mean, y)) for _, _, y in cases) / len(cases)
-    assert sampler == pytest.approx(0.5) and averaged == pytest.approx(1.0)
-    mse_sampler = sum(float(((a - y) ** 2).mean()) for a, _, y in cases) / len(cases)
-    assert mse_sampler == pytest.approx(2.0) and float(((mean - one) ** 2).mean()) == 1.0
-    # per item over (c, h, w), RMS-scaled: a batch of (b, t) items gives (b, t) scores
-    assert diffusion.energy_score(*(torch.randn(2, 3, 4, 5, 5) for _ in range(3))).shape == (2, 3)
-
-
-def test_energy_objective_is_validated():
-    with pytest.raises(ValueError, match="edm.objective must be 'mse' or 'energy'"):
-        EDMConfig(objective="crps")

@@ -578,20 +578,3 @@ def test_compile_generation_without_a_compiler_says_how_to_fix_it(monkeypatch):
     with pytest.raises(RuntimeError, match="apt install g\\+\\+"):
         dit.compile_generation()
     assert not hasattr(dit._frame_pass, "_torchdynamo_orig_callable")
-
-
-def test_energy_objective_trains_on_two_samples_per_target_and_is_seeded():
-    """edm.objective=energy: each window twice with the same context and σ but other noise; the loss is
-    the energy score of the pair, finite, seeded, with gradients reaching the noisy input's embedding
-    (the noise is the generator's randomness)."""
-    model = WorldModel(WorldModelConfig(tokenizer=TOK, dit=dit_config(), edm=EDMConfig(objective="energy")))
-    randomize(model.dit)
-    data = transitions(2, 4)
-    a = model.loss(*data, generator=torch.Generator().manual_seed(5))
-    b = model.loss(*data, generator=torch.Generator().manual_seed(5))
-    assert torch.isfinite(a.loss) and torch.equal(a.loss, b.loss)
-    a.loss.backward()
-    assert model.dit.noisy_embed.weight.grad[:, -4:].abs().sum() > 0
-    mse = world_model()
-    mse.load_state_dict(model.state_dict())
-    assert not torch.equal(mse.loss(*data, generator=torch.Generator().manual_seed(5)).diffusion, a.diffusion)

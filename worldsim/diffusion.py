@@ -43,16 +43,6 @@ class EDMConfig:
     # a blur instead of leaving the input's noise in the frame). The two agree at σ_max.
     target: str = "edm"
     solver: str = "euler"  # "euler" or "heun"
-    # The training objective: "mse" (EDM eq. 8; its minimiser is the conditional mean, which blurs
-    # whatever is uncertain) or "energy" (the energy score of two samples per target, a proper
-    # scoring rule whose minimiser is the conditional distribution itself: one step from σ_max then
-    # draws a sample; see energy_score). "energy" trains every window twice (the step's cost doubles
-    # for the same batch_size: halve it to compare at equal compute).
-    objective: str = "mse"
-
-    def __post_init__(self) -> None:
-        if self.objective not in ("mse", "energy"):
-            raise ValueError(f"edm.objective must be 'mse' or 'energy', got {self.objective!r}.")
 
 
 class Preconditioning(NamedTuple):
@@ -94,20 +84,6 @@ def training_sigmas(shape: tuple[int, ...], cfg: EDMConfig, generator: torch.Gen
 def denoising_target(x0: torch.Tensor, noisy: torch.Tensor, pre: Preconditioning) -> torch.Tensor:
     """The target of ``F`` that makes EDM eq. 8 a unit-weighted MSE: (x0 - c_skip·x) / c_out."""
     return (x0 - pre.c_skip * noisy) / pre.c_out
-
-
-def energy_score(sample_1: torch.Tensor, sample_2: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Energy score (Gneiting & Raftery 2007, eq. 22, β = 1) of two independent samples of a
-    prediction against the target, per item (..., c, h, w) -> (...):
-    ½(‖X₁ − y‖ + ‖X₂ − y‖) − ½‖X₁ − X₂‖, the unbiased two-sample estimate of E‖X − y‖ − ½E‖X − X'‖.
-    Proper: its expectation is smallest only when the samples follow the target's distribution, so
-    a one-step generator trained on it draws sharp samples where MSE's minimiser, the mean, blurs.
-    Norms are RMS over the item (divided by √(c·h·w)), on the scale of a root-mean-square error."""
-    root_n = sample_1.shape[-3:].numel() ** 0.5
-
-    def norm(x: torch.Tensor) -> torch.Tensor:
-        return x.float().flatten(-3).norm(dim=-1) / root_n
-    return 0.5 * (norm(sample_1 - target) + norm(sample_2 - target)) - 0.5 * norm(sample_1 - sample_2)
 
 
 def denoise(raw_output: torch.Tensor, noisy: torch.Tensor, pre: Preconditioning) -> torch.Tensor:

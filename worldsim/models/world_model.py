@@ -181,38 +181,25 @@ class WorldModel(nn.Module):
         h, w): the frames to predict, when they are not the ``latents`` the clean stream reads (windows
         of the model's own rollouts: it reads its frames and learns the real game's next ones)."""
         cfg, edm = self.cfg, self.cfg.edm
-        energy = edm.objective == "energy"
-        if energy:  # every window twice: two samples of each target (same context, σ and context noise; other ε)
-            latents, actions, rewards, terminated = (torch.cat([x, x]) for x in (latents, actions, rewards, terminated))
-            targets = None if targets is None else torch.cat([targets, targets])
         b, t = latents.shape[:2]
-        half = b // 2 if energy else b
         dev = latents.device
 
         def randn(shape):
             return torch.randn(shape, generator=generator, device=dev)
 
-        def pair(x: torch.Tensor) -> torch.Tensor:  # one draw for both copies of a window
-            return torch.cat([x, x]) if energy else x
-
         # Clean stream with noise augmentation: σ_aug ~ U(0, max) on a share of the frames.
-        augmented = pair((torch.rand((half, t), generator=generator, device=dev) < cfg.context_noise_prob).float())
-        sigma_aug = augmented * pair(torch.rand((half, t), generator=generator, device=dev)) * cfg.context_noise_max
+        augmented = (torch.rand((b, t), generator=generator, device=dev) < cfg.context_noise_prob).float()
+        sigma_aug = augmented * torch.rand((b, t), generator=generator, device=dev) * cfg.context_noise_max
         pre_c = diffusion.precondition(sigma_aug.clamp_min(edm.sigma_min), edm.sigma_data)
-        aug_noise = pair(randn((half, *latents.shape[1:])))
-        clean_in = (latents + sigma_aug[..., None, None, None] * aug_noise) * pre_c.c_in[..., None, None, None]
+        clean_in = (latents + sigma_aug[..., None, None, None] * randn(latents.shape)) * pre_c.c_in[..., None, None, None]
         # Noisy stream: the changes to frames 1..t-1 from their previous frame, at EDM training noise levels.
         x0 = ((latents if targets is None else targets)[:, 1:] - latents[:, :-1]) / self.delta_std
-        sigma = pair(diffusion.training_sigmas((half, t - 1), edm, generator, dev))
+        sigma = diffusion.training_sigmas((b, t - 1), edm, generator, dev)
         pre = diffusion.precondition(sigma, edm.sigma_data, edm.target)
         pre_b = diffusion.Preconditioning(*(v[..., None, None, None] for v in pre))
         noisy = x0 + sigma[..., None, None, None] * randn(x0.shape)
         raw, features = self.dit(clean_in, pre_c.c_noise, noisy * pre_b.c_in, pre.c_noise, self.prev_actions(actions))
-        if energy:
-            denoised = diffusion.denoise(raw, noisy, pre_b)  # (2·half, t-1, c, h, w): two samples per target
-            diff_loss = diffusion.energy_score(denoised[:half], denoised[half:], x0[:half]).mean()
-        else:
-            diff_loss = F.mse_loss(raw, diffusion.denoising_target(x0, noisy, pre_b))
+        diff_loss = F.mse_loss(raw, diffusion.denoising_target(x0, noisy, pre_b))
         reward_loss, end_loss = self.head_losses(self.heads(features[:, 1:], latents[:, :-1], latents[:, 1:]),
                                                  rewards, terminated)
         if pairs is not None:  # the pair view on extra transitions, weighted by their share of all transitions
