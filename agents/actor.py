@@ -104,10 +104,9 @@ class AgentActor:
         if self.stack is None or list(self.stack.shape) != shape:
             self.stack = np.zeros(shape, dtype=frames.dtype)
         self.stack = np.roll(self.stack, -c, axis=axis)
-        if self.channels_first:
-            self.stack[:, -c:] = frames
-        else:
-            self.stack[..., -c:] = frames
+        newest = [slice(None)] * self.stack.ndim
+        newest[axis] = slice(-c, None)
+        self.stack[tuple(newest)] = frames
         return self.stack
 
     def __call__(self, obs: np.ndarray) -> np.ndarray | int:

@@ -51,7 +51,8 @@ def train_agent_in_dream(checkpoint: str | Path, out: str | Path, cfg: AgentConf
     if not score:
         return result
     kwargs = dict(env["env_kwargs"])
-    encoder = LatentEncoder(checkpoint, cfg.device) if cfg.observation == "latent" else None
+    encoder = (LatentEncoder(checkpoint, cfg.device, loaded=(dream.core.model, dream.core.ckpt))
+               if cfg.observation == "latent" else None)  # the dream's own tokenizer, not loaded twice
     real = score_on_real_env(AgentActor(agent.policy, cfg.frame_stack, encoder=encoder), env["env"], kwargs,
                              cfg.eval_episodes, seed=10_000 + cfg.seed, max_steps=cfg.eval_max_steps, progress=progress)
     rand = score_on_real_env(random_actor(env["num_actions"], cfg.seed), env["env"], kwargs, cfg.eval_episodes,

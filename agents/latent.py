@@ -68,15 +68,16 @@ class LatentEncoder:
     latents (n, c, h', w') / (c, h', w'), float32: exactly what the world model's dream shows a
     latent agent (its tokenizer's encoding, normalised by the latent statistics of its data)."""
 
-    def __init__(self, world_model: str | Path, device: str | torch.device = "cpu") -> None:
+    def __init__(self, world_model: str | Path, device: str | torch.device = "cpu", loaded: tuple | None = None) -> None:
+        """``loaded``: (model, checkpoint record) of ``world_model`` already in memory (the dream's), not read again."""
         from worldsim.models.loading import load_world_model
 
         path = Path(world_model)
-        if not path.exists():
+        if loaded is None and not path.exists():
             raise FileNotFoundError(
                 f"a latent agent sees the real game through the tokenizer of its world model, and {path} is "
                 "missing. Pass the world model it was trained in (evaluate-agent world_model=PATH), or restore it.")
-        model, ckpt = load_world_model(path, device)
+        model, ckpt = loaded if loaded is not None else load_world_model(path, device)
         self.model, self.device, self.path = model, torch.device(device), path
         self.frame_shape = tuple(int(s) for s in ckpt["env"]["frame_shape"])  # (h, w, 3)
         self.latent_shape = (model.cfg.dit.latent_channels, *model.latent_hw)
