@@ -10,6 +10,12 @@
     python benchmarks/consistency_miniworld.py --root runs/benchmark/miniworld \\
         --out benchmarks/results/consistency_miniworld.json
 
+With pose memory (worldsim/models/memory.py), on the same play and the same tokenizer:
+
+    python benchmarks/consistency_miniworld.py --root runs/benchmark/miniworld_memory \\
+        --tokenizer runs/benchmark/miniworld/run/tokenizer.pt --extra model.memory_span=64 \\
+        --out benchmarks/results/consistency_miniworld_memory.json
+
 Each stage resumes (the CLI's own resume), so an interrupted recipe is finished by re-running the
 same command. The JSON keeps the commands, wall times and the matmul peaks measured before and after.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -50,6 +57,9 @@ def main() -> None:
     ap.add_argument("--world-model-steps", type=int, default=1000)
     ap.add_argument("--scenes", type=int, default=4, help="probe scenes (each holds every probe of the suite)")
     ap.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides for both trainings")
+    ap.add_argument("--tokenizer", default=None,
+                    help="a trained tokenizer to use instead of training one (copied into the run; an A/B of world "
+                         "models on the same play: collection is seeded, so --root of another arm records the same frames)")
     ap.add_argument("--out", default="benchmarks/results/consistency_miniworld.json")
     args = ap.parse_args()
 
@@ -74,13 +84,16 @@ def main() -> None:
     def peaks() -> dict:
         return {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
 
+    if args.tokenizer and not (run_dir / "tokenizer.pt").exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(args.tokenizer, run_dir / "tokenizer.pt")  # train-tokenizer then finds it trained
     before = peaks()
     seconds = {name: run(cmd) for name, cmd in commands.items()}
     after = peaks()
     from worldsim.models.checkpoint import load_checkpoint
 
     result = {
-        "task": args.task, "model": args.model, "commands": {k: "worldsim " + " ".join(v) for k, v in commands.items()},
+        "task": args.task, "model": args.model, "extra": args.extra, "tokenizer_from": args.tokenizer, "commands": {k: "worldsim " + " ".join(v) for k, v in commands.items()},
         "wall_seconds": seconds, "matmul_gflops": {"before": before, "after": after},
         "tokenizer": load_checkpoint(run_dir / "tokenizer.pt")["metrics"],
         "world_model": load_checkpoint(run_dir / "world_model.pt")["metrics"],

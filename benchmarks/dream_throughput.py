@@ -58,11 +58,14 @@ def preset(name: str) -> WorldModelConfig:
     return world_model_config(model, cfg["tokenizer"], NUM_ACTIONS)
 
 
-def fresh_checkpoint(name: str, folder: Path) -> Path:
-    """A checkpoint of a freshly initialised model with everything a dream env needs to load it."""
-    from dataclasses import asdict
+def fresh_checkpoint(name: str, folder: Path, memory_span: int = 0) -> Path:
+    """A checkpoint of a freshly initialised model with everything a dream env needs to load it
+    (``memory_span`` > 0: with pose memory, under a motion table of turns and moves)."""
+    from dataclasses import asdict, replace
 
-    model = WorldModel(preset(name))
+    model = WorldModel(replace(preset(name), memory_span=memory_span))
+    if memory_span:  # actions cycle through turn left, turn right, forward (MiniWorld's steps)
+        model.set_motion([[0.0, 15.0], [0.0, -15.0], [0.15, 0.0]] * (NUM_ACTIONS // 3), "the benchmark")
     path = folder / f"{name}.pt"
     save_checkpoint(path, {
         "kind": "world_model", "step": 0, "model": model.state_dict(), "ema": model.state_dict(),
@@ -139,11 +142,11 @@ def ale_steps_per_s(seconds: float = 3.0) -> float:
 
 
 def measure_case(name: str, device: str, batch: int, precision: str, obs: str, seconds: float,
-                 compile: bool = False) -> dict:
+                 compile: bool = False, memory_span: int = 0) -> dict:
     """One cached-dream measurement in this process, beside the bf16 matmul peak measured just before."""
     context = np.random.default_rng(0).integers(0, 256, (FRAME, FRAME, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory() as tmp:
-        env = DreamVectorEnv(fresh_checkpoint(name, Path(tmp)), num_envs=batch, obs_type=obs, precision=precision,
+        env = DreamVectorEnv(fresh_checkpoint(name, Path(tmp), memory_span), num_envs=batch, obs_type=obs, precision=precision,
                              end_threshold=1.0, device=device, **({"compile": True} if compile else {}))
         env.reset(seed=0, options={"context_frames": np.stack([context] * env.core.C)})
         t = time.perf_counter()
@@ -151,10 +154,12 @@ def measure_case(name: str, device: str, batch: int, precision: str, obs: str, s
         first_step_s = time.perf_counter() - t
         flops = flops_per_frame(env, obs)
         peak = matmul_peak(torch.bfloat16, 1.0)
+        fp32_peak = matmul_peak(torch.float32, 1.0)
         sps = time_env(env, seconds)
         env.close()
     return {"steps_per_s": sps, "gflop_per_step": flops / 1e9, "achieved_gflops": sps * flops / 1e9,
-            "bf16_peak_gflops": peak, "share_of_bf16_peak": sps * flops / 1e9 / peak, "first_step_s": first_step_s}
+            "bf16_peak_gflops": peak, "share_of_bf16_peak": sps * flops / 1e9 / peak, "fp32_peak_gflops": fp32_peak,
+            "first_step_s": first_step_s}
 
 
 def compare_with(ref: str, cases: list[dict], rounds: int, seconds: float) -> list[dict]:
@@ -186,6 +191,8 @@ def main() -> None:
     ap.add_argument("--before", help="a git revision to measure beside the working tree (see the module doc)")
     ap.add_argument("--rounds", type=int, default=3, help="with --before: measurements per variant and case")
     ap.add_argument("--compile", action="store_true", help="measure the compiled dream beside the eager one")
+    ap.add_argument("--memory-span", type=int, default=0,
+                    help="measure the dream with pose memory of this span beside the one without")
     ap.add_argument("--child", help=argparse.SUPPRESS)  # one measure_case, as JSON, for --before
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -197,17 +204,19 @@ def main() -> None:
     torch.manual_seed(0)
     devices = [d for d in args.devices.split(",") if d != "cuda" or torch.cuda.is_available()]
     cpu_precisions = [p for p in args.precisions.split(",") if p != "bf16" or cpu_has_fast_bf16()]
-    if args.compile:  # eager vs compiled dream, same code, alternating fresh processes
-        out = []
+    if args.compile or args.memory_span:  # two variants of the same code, alternating fresh processes
+        variants = ({"eager": {}, "compiled": {"compile": True}} if args.compile else
+                    {"no_memory": {}, f"memory_{args.memory_span}": {"memory_span": args.memory_span}})
+        (a, b), out = list(variants), []
         for case in cases_of(args, devices, cpu_precisions):
-            runs: dict[str, list[dict]] = {"eager": [], "compiled": []}
+            runs: dict[str, list[dict]] = {a: [], b: []}
             for r in range(args.rounds):
-                for which in (("eager", "compiled") if r % 2 == 0 else ("compiled", "eager")):
-                    child = {**case, "seconds": args.seconds, "compile": which == "compiled"}
+                for which in ((a, b) if r % 2 == 0 else (b, a)):
+                    child = {**case, "seconds": args.seconds, **variants[which]}
                     runs[which].append(json.loads(run_with(ROOT, [__file__, "--child", json.dumps(child)])))
                     print(case, which, runs[which][-1], flush=True)
             med = {w: {k: statistics.median(m[k] for m in ms) for k in ms[0]} for w, ms in runs.items()}
-            out.append({**case, **med, "runs": runs, "speedup": med["compiled"]["steps_per_s"] / med["eager"]["steps_per_s"]})
+            out.append({**case, **med, "runs": runs, "speedup": med[b]["steps_per_s"] / med[a]["steps_per_s"]})
         atomic_write_json(Path(args.out), {"threads": torch.get_num_threads(), "rounds": args.rounds, "cases": out})
         print(f"wrote {args.out}")
         return

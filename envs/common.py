@@ -61,7 +61,7 @@ def env_metadata(env: gym.Env, env_name: str, env_kwargs: dict[str, Any]) -> dic
     if not isinstance(act_space, gym.spaces.Discrete):
         raise TypeError(f"worldsim adapters expose Discrete actions; {env_name} has {act_space}.")
     meanings = list(getattr(env.unwrapped, "action_meanings", [str(i) for i in range(int(act_space.n))]))
-    return {
+    meta = {
         "env": env_name,
         "env_kwargs": dict(env_kwargs),
         "frame_shape": [int(s) for s in obs_space.shape],
@@ -69,3 +69,7 @@ def env_metadata(env: gym.Env, env_name: str, env_kwargs: dict[str, Any]) -> dic
         "action_meanings": meanings,
         "realtime": bool(env.metadata.get("realtime", False)),
     }
+    motion = getattr(env.unwrapped, "motion", None)
+    if motion is not None:  # camera motion per action, for pose memory (worldsim/models/memory.py)
+        meta["motion"] = [[float(f), float(t)] for f, t in motion]
+    return meta

@@ -9,6 +9,9 @@
   ``move_forward``); names in ``env.unwrapped.action_meanings``, taken from MiniWorld's
   ``Actions`` enum (``turn_left, turn_right, move_forward, move_back, pickup, drop, toggle, done``).
   In ``Sign`` action 3 both steps back and ends the episode (MiniWorld's own quirk).
+* ``motion``: per action, ``(forward metres, turn degrees)`` of the camera (the task's
+  ``forward_step`` and ``turn_step``; no domain randomisation is used, so they are exact): the
+  odometry of the world model's pose memory (``worldsim/models/memory.py``), recorded in the store.
 * Episodes end when the task says so (``terminated``) or after ``max_episode_steps`` steps
   (``truncated``; ``None`` keeps the task's own limit, which is infinite for ``RoomObjects``).
 * Seeding: ``reset(seed=s)`` seeds this env's ``np_random``, from which each reset draws the
@@ -158,6 +161,10 @@ class MiniWorldEnv(gym.Env[np.ndarray, np.int64]):
         self.action_meanings: list[str] = [a.name for a in self._env.actions][:n]
         self.action_space = gym.spaces.Discrete(n)
         self.observation_space = rgb_space(self.frame_size)
+        fwd = float(self._env.params.sample(None, "forward_step"))
+        turn = float(self._env.params.sample(None, "turn_step"))
+        moves = {"move_forward": (fwd, 0.0), "move_back": (-fwd, 0.0), "turn_left": (0.0, turn), "turn_right": (0.0, -turn)}
+        self.motion: list[tuple[float, float]] = [moves.get(m, (0.0, 0.0)) for m in self.action_meanings]
         self._id = next(_adapter_ids)
         self._entities: list[Any] = []
         self._entity_type = np.zeros(0, dtype=np.int32)

@@ -8,7 +8,7 @@ import torch
 from worldsim.data.dataset import WindowDataset
 from worldsim.data.store import EpisodeStore
 from worldsim.models.loading import load_world_model
-from worldsim.models.world_model import REWARD_CLASSES
+from worldsim.models.heads import REWARD_CLASSES
 from worldsim.training.head_rollouts import HeadRollouts
 from worldsim.training.train_world_model import WorldModelTrainConfig, encode_frames, train_world_model
 

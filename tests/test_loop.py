@@ -167,3 +167,17 @@ def test_runs_from_before_agent_observation_continue(tmp_path):
     assert _read_state(tmp_path, {"agent": agent})["iterations"] == []
     with pytest.raises(ValueError, match="agent differ"):
         _read_state(tmp_path, {"agent": {**agent, "observation": "latent"}})
+
+
+def test_runs_from_before_pose_memory_continue(tmp_path):
+    """A loop.json written before model.memory_span existed (no memory) is the same run; one with memory is not."""
+    import yaml
+
+    from worldsim.loop import _read_state
+
+    model = yaml.safe_load((Path(__file__).parents[1] / "configs" / "model" / "tiny.yaml").read_text())
+    old = {k: v for k, v in model.items() if k != "memory_span"}
+    (tmp_path / "loop.json").write_text(json.dumps({"version": 1, "fingerprint": {"model": old}, "iterations": []}))
+    assert _read_state(tmp_path, {"model": model})["iterations"] == []
+    with pytest.raises(ValueError, match="model differ"):
+        _read_state(tmp_path, {"model": {**model, "memory_span": 16}})

@@ -442,7 +442,7 @@ def test_world_model_loss_gradients_reach_dit_and_heads_not_tokenizer(fresh):
 
 def test_heads_conv_view_sees_a_change_between_the_latent_frames():
     """The conv view reads the (prev, new) latent pair: the logits depend on what changed, per row."""
-    from worldsim.models.world_model import Heads
+    from worldsim.models.heads import Heads
 
     torch.manual_seed(0)
     heads = Heads(32, 4, conv_width=16)

@@ -94,6 +94,8 @@ def _read_state(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
     old = state.get("fingerprint", {})
     if isinstance(old.get("agent"), dict):  # runs from before agent.observation existed trained on pixels
         old["agent"].setdefault("observation", "pixels")
+    if isinstance(old.get("model"), dict):  # runs from before pose memory existed had none
+        old["model"].setdefault("memory_span", 0)
     if old != fingerprint:
         new = fingerprint
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))

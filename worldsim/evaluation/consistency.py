@@ -62,11 +62,13 @@ def repeat_last() -> Predictor:
 
 
 def world_model_predictor(model, name: str = "model", seed: int = 0, sampling_steps: int | None = None,
-                          context_limit: int | None = None) -> Predictor:
+                          context_limit: int | None = None, history: int | None = None) -> Predictor:
     """A :class:`~worldsim.models.world_model.WorldModel` rolled out from the real context (as
     world_model_eval does), with noise seeded from ``seed`` and the probe's content (order-independent).
     ``context_limit``: every generated frame sees only the last that many frames (the baseline of
-    the same model with its context cut; it gets the same real context and the same noise)."""
+    the same model with its context cut; it gets the same real context and the same noise).
+    ``history``: how many real frames it is given (default: its context window); a model with pose
+    memory keeps all of them in its memory, its attention still sees only the last ``C``."""
     device = next(model.parameters()).device
 
     @torch.no_grad()
@@ -80,7 +82,11 @@ def world_model_predictor(model, name: str = "model", seed: int = 0, sampling_st
         out = model.rollout_latents(latents, prev, acts, gen, sampling_steps, context_limit)
         return model.decode(out[0]).permute(0, 2, 3, 1).cpu().numpy()  # (T, h, w, 3)
 
-    return Predictor(name, int(model.cfg.dit.context_frames), predict)
+    C = int(model.cfg.dit.context_frames)
+    if history is not None and (history < C or not model.cfg.memory_span):
+        raise ValueError(f"history={history}: only a model with pose memory takes more real frames than its "
+                         f"context window ({C}).")
+    return Predictor(name, C if history is None else int(history), predict)
 
 
 def tokenizer_reconstruct(model) -> Callable[[np.ndarray], np.ndarray]:
@@ -287,14 +293,18 @@ def bench_consistency(model, ckpt: dict[str, Any], out_dir: str | Path | None, s
                       context_frames=max(SuiteConfig.context_frames, C))
     suite = make_suite(seed, count, cfg)
     device = next(model.parameters()).device
+    history = cfg.context_frames if model.cfg.memory_span else None  # pose memory: every real frame of the prefix
     with autocast(device, precision):
-        predictors = [world_model_predictor(model, seed=seed, sampling_steps=sampling_steps)]
-        if C > 1:  # how much of its context the model uses: the same model seeing one frame only
-            predictors.append(world_model_predictor(model, "model_context1", seed, sampling_steps, context_limit=1))
-        result = score_suite(suite, predictors + [repeat_last()], reconstruct=tokenizer_reconstruct(model))
+        predictors = [world_model_predictor(model, seed=seed, sampling_steps=sampling_steps, history=history)]
+        if C > 1:  # how much of its context the model uses: the same model seeing one frame only (memory kept)
+            predictors.append(world_model_predictor(model, "model_context1", seed, sampling_steps, context_limit=1,
+                                                    history=history))
+        result = score_suite(suite, predictors + [repeat_last()], reconstruct=tokenizer_reconstruct(model),
+                             context_window=C)
     result["checkpoint_step"] = ckpt.get("step")
     result["precision"] = resolve_precision(precision, device)
     result["sampling_steps"] = sampling_steps or model.cfg.edm.sampling_steps
+    result["memory_span"] = int(model.cfg.memory_span)
     if out_dir is not None:
         write_results(result, out_dir)
     return result

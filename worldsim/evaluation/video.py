@@ -20,7 +20,8 @@ from worldsim.data.store import EpisodeStore
 from worldsim.io import atomic_write_with
 from worldsim.metrics import psnr_from_mse
 from worldsim.models.tokenizer import channels_last_frames
-from worldsim.models.world_model import REWARD_CLASSES, WorldModel
+from worldsim.models.heads import REWARD_CLASSES
+from worldsim.models.world_model import WorldModel
 
 HEADER = 22  # pixels of text above each row of panels
 BORDER = 2

@@ -44,7 +44,8 @@ from worldsim.evaluation.sprites import Sprite, sprites_for, survival_sums
 from worldsim.io import atomic_write_json, atomic_write_with
 from worldsim.metrics import frechet_distance, psnr_from_mse, sharpness_sums, squared_error_sums, ssim
 from worldsim.models.checkpoint import check_env_matches
-from worldsim.models.world_model import REWARD_CLASSES, WorldModel, reward_to_class
+from worldsim.models.heads import REWARD_CLASSES, reward_to_class
+from worldsim.models.world_model import WorldModel
 from worldsim.runtime import autocast, resolve_precision
 
 

@@ -10,6 +10,9 @@ patches", ViViT's tubelets of one frame). The model sees two streams of frames:
   clean frames (channel concatenation, as DIAMOND stacks frames into its U-Net's input) and an
   additive embedding of the action.
 
+With pose memory (:mod:`worldsim.models.memory`) every token of the generated frame also carries
+the same patch of one retrieved past frame, and an embedding of where that frame was seen from.
+
 Attention (:mod:`worldsim.models.attention`) is full over the tokens of one frame and causal over
 frames, within a sliding window of ``context_frames`` past frames; generation caches the keys and
 values of clean frames, so each new frame costs only its own tokens.
@@ -36,6 +39,7 @@ from einops import rearrange
 from torch import nn
 
 from worldsim.models.attention import Attention, DiTCache, WindowLayout
+from worldsim.models.memory import MEMORY_FEATURES
 from worldsim.models.positions import modulate, rope_tables, sincos_2d, timestep_embedding
 
 ACTION_TOKEN_STD = 0.02  # init scale of the action embedding added to the generated frame's tokens
@@ -135,14 +139,17 @@ class FinalLayer(nn.Module):
 class DiT(nn.Module):
     REBASE_AT = 4096  # frame position beyond which the cache's rotary angles are moved back
 
-    def __init__(self, cfg: DiTConfig) -> None:
+    def __init__(self, cfg: DiTConfig, memory: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
+        self.memory = memory  # one retrieved frame per generated frame (WorldModelConfig.memory_span > 0)
         d, p, c = cfg.width, cfg.patch_size, cfg.latent_channels
         if not 1 <= cfg.stack_frames <= cfg.context_frames:
             raise ValueError(f"stack_frames={cfg.stack_frames} must be between 1 and context_frames={cfg.context_frames}.")
         self.patch_embed = nn.Conv2d(c, d, p, stride=p)  # clean frames
-        self.noisy_embed = nn.Conv2d(c * (1 + cfg.stack_frames), d, p, stride=p)  # stacked clean + noisy
+        self.noisy_embed = nn.Conv2d(c * (1 + cfg.stack_frames + memory), d, p, stride=p)  # stacked clean (+ memory) + noisy
+        if memory:  # where the memory frame was seen from, relative to the frame being generated
+            self.memory_embed = nn.Sequential(nn.Linear(MEMORY_FEATURES, d), nn.SiLU(), nn.Linear(d, d))
         self.head_dim = d // cfg.heads
         self.token_action = nn.Embedding(cfg.num_actions + 1, d)
         self.noise_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
@@ -177,6 +184,8 @@ class DiT(nn.Module):
             nn.init.zeros_(ada[-1].bias)
         nn.init.zeros_(self.final.linear.weight)
         nn.init.zeros_(self.final.linear.bias)
+        if self.memory:  # the memory's pose embedding starts at zero, as the gates do
+            nn.init.zeros_(self.memory_embed[-1].weight)
 
     # ------------------------------------------------------------------ pieces
     def grid(self, h: int, w: int) -> tuple[int, int]:
@@ -202,13 +211,22 @@ class DiT(nn.Module):
         """Clean latents (b, t, c, h, w) -> tokens (b, t·n, d)."""
         return self._tokens(self.patch_embed, z)
 
-    def embed_noisy(self, noisy: torch.Tensor, stacked: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def embed_noisy(self, noisy: torch.Tensor, stacked: torch.Tensor, actions: torch.Tensor,
+                    memory: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Tokens of frames being generated: noisy (b, t, c, h, w), ``stacked`` (b, t, k, c, h, w) the
-        last k clean frames before each (oldest first), ``actions`` (b, t) -> (b, t·n, d)."""
-        frames = torch.cat([stacked, noisy[:, :, None]], dim=2)  # (b, t, k+1, c, h, w)
+        last k clean frames before each (oldest first), ``actions`` (b, t) -> (b, t·n, d). ``memory``
+        (pose memory only): the retrieved frames (b, t, c, h, w) and their features (b, t, 4)."""
+        if self.memory != (memory is not None):
+            raise ValueError("this DiT was built with pose memory: pass memory=(latents, features)" if self.memory
+                             else "this DiT has no pose memory (model.memory_span=0): do not pass memory")
+        parts = [stacked] + ([memory[0][:, :, None].to(stacked.dtype)] if memory is not None else [])
+        frames = torch.cat([*parts, noisy[:, :, None]], dim=2)  # (b, t, k+1(+1), c, h, w), the noisy frame last
         x = self._tokens(self.noisy_embed, rearrange(frames, "b t k c h w -> b t (k c) h w"))
         n = x.shape[1] // noisy.shape[1]
-        return x + self.token_action(actions).to(x.dtype).repeat_interleave(n, dim=1)
+        extra = self.token_action(actions)
+        if memory is not None:
+            extra = extra + self.memory_embed(memory[1].to(extra.dtype))
+        return x + extra.to(x.dtype).repeat_interleave(n, dim=1)
 
     def stack(self, clean: torch.Tensor) -> torch.Tensor:
         """For frames 1..t-1 of a window, the ``k`` clean frames before each: clean (b, t, c, h, w) ->
@@ -233,18 +251,20 @@ class DiT(nn.Module):
 
     # ------------------------------------------------------------------ training pass
     def forward(self, clean: torch.Tensor, clean_c_noise: torch.Tensor, noisy: torch.Tensor,
-                noisy_c_noise: torch.Tensor, prev_actions: torch.Tensor) -> DiTOutput:
+                noisy_c_noise: torch.Tensor, prev_actions: torch.Tensor,
+                memory: tuple[torch.Tensor, torch.Tensor] | None = None) -> DiTOutput:
         """Teacher-forced pass over a window.
 
         clean (b, t, c, h, w) and clean_c_noise (b, t): the (noise-augmented, c_in-scaled) clean frames;
         noisy (b, t-1, c, h, w) and noisy_c_noise (b, t-1): noisy copies of frames 1..t-1;
-        prev_actions (b, t): the action that led to each frame (``null_action`` for frame 0).
+        prev_actions (b, t): the action that led to each frame (``null_action`` for frame 0);
+        memory (pose memory only): retrieved frames (b, t-1, c, h, w) and features (b, t-1, 4) of frames 1..t-1.
         """
         b, t, c, h, w = clean.shape
         hp, wp = self.grid(h, w)
         n = hp * wp
         dev = clean.device
-        x = torch.cat([self.embed_frames(clean), self.embed_noisy(noisy, self.stack(clean), prev_actions[:, 1:])],
+        x = torch.cat([self.embed_frames(clean), self.embed_noisy(noisy, self.stack(clean), prev_actions[:, 1:], memory)],
                       dim=1).float()  # (b, (2t-1)·n, d); training keeps the residual stream in fp32
         cond = torch.cat([self.condition(clean_c_noise, prev_actions),
                           self.condition(noisy_c_noise, prev_actions[:, 1:])], dim=1)  # (b, 2t-1, d)
@@ -297,12 +317,15 @@ class DiT(nn.Module):
         return cache
 
     def _cached_pass(self, z: torch.Tensor, c_noise: torch.Tensor, action: torch.Tensor, cache: DiTCache,
-                     append: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                     append: bool, memory: tuple[torch.Tensor, torch.Tensor] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One frame (b, c, h, w) through every block against the cache -> tokens (b, n, d), cond (b, 1, d).
-        ``append``: it is a clean frame, whose keys / values go into the ring."""
+        ``append``: it is a clean frame, whose keys / values go into the ring. ``memory``: the noisy
+        frame's retrieved frame (b, c, h, w) and features (b, 4) (pose memory only)."""
         # every token of the frame sits at the same time position: one (1, e) table, broadcast
         cos, sin = rope_tables(torch.tensor([cache.next_pos], device=z.device), self.head_dim)
-        x, cond, kvs = self._frame_pass(z, c_noise, action, cache.recent, cos, sin, cache.keys, cache.values, append)
+        x, cond, kvs = self._frame_pass(z, c_noise, action, cache.recent, cos, sin, cache.keys, cache.values, append,
+                                        memory)
         if append:
             for i, kv in enumerate(kvs):
                 cache.write(i, kv, cache.next_pos)
@@ -310,14 +333,16 @@ class DiT(nn.Module):
 
     def _frame_pass(self, z: torch.Tensor, c_noise: torch.Tensor, action: torch.Tensor, recent: torch.Tensor,
                     cos: torch.Tensor, sin: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
-                    append: bool) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+                    append: bool, memory: tuple[torch.Tensor, torch.Tensor] | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
         """The tensor work of :meth:`_cached_pass`, free of Python state (positions arrive as tables),
         so that it can be traced or compiled as one function; writes only the caches' scratch slots."""
         hp, wp = self.grid(*z.shape[-2:])
         if append:
             x = self.embed_frames(z[:, None])  # (b, n, d)
         else:
-            x = self.embed_noisy(z[:, None], recent[:, None].to(z.dtype), action[:, None])
+            mem = None if memory is None else (memory[0][:, None], memory[1][:, None])
+            x = self.embed_noisy(z[:, None], recent[:, None].to(z.dtype), action[:, None], mem)
         cond = self.condition(c_noise[:, None], action[:, None])  # (b, 1, d)
         kvs = []
         for i, block in enumerate(self.blocks):
@@ -335,9 +360,11 @@ class DiT(nn.Module):
         self._frame_pass = torch.compile(self._frame_pass, dynamic=False, options={"freezing": True})
 
     @torch.no_grad()
-    def denoise_next(self, noisy: torch.Tensor, c_noise: torch.Tensor, action: torch.Tensor, cache: DiTCache) -> torch.Tensor:
-        """Raw output F for the next frame (b, c, h, w) at noise ``c_noise`` (b,), given the cache."""
-        x, cond = self._cached_pass(noisy, c_noise, action, cache, append=False)
+    def denoise_next(self, noisy: torch.Tensor, c_noise: torch.Tensor, action: torch.Tensor, cache: DiTCache,
+                     memory: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Raw output F for the next frame (b, c, h, w) at noise ``c_noise`` (b,), given the cache
+        (and, with pose memory, the retrieved frame (b, c, h, w) and its features (b, 4))."""
+        x, cond = self._cached_pass(noisy, c_noise, action, cache, append=False, memory=memory)
         h, w = noisy.shape[-2:]
         return self.unembed(self.final(x, cond, x.shape[1]), 1, h, w)[:, 0]
 

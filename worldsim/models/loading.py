@@ -50,6 +50,15 @@ def world_model_config(model_cfg: dict[str, Any], tokenizer_cfg: dict[str, Any],
                                                   "edm": model_cfg.get("edm", {}), **extra})
 
 
+def saved_world_model_config(ckpt: dict[str, Any], path: str | Path) -> WorldModelConfig:
+    """The config a world-model checkpoint was trained with, in this version's terms (options added
+    since take the value the checkpoint's model had: their defaults, or what the checkpoint implies)."""
+    try:
+        return dataclass_from_dict(WorldModelConfig, _drop_removed(ckpt["config"]["model"], path))
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: its model config does not fit this worldsim ({e})") from e
+
+
 def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> tuple[Tokenizer, dict[str, Any]]:
     """A trained tokenizer, in eval mode, with its checkpoint record."""
     ckpt = load_checkpoint(path, kind="tokenizer")
@@ -66,8 +75,8 @@ def load_world_model(path: str | Path, device: str | torch.device = "cpu", use_e
     if not any(k.startswith("heads.") for k in weights):
         raise CheckpointError(f"{path} has no reward / episode-end heads, so it cannot drive a dream env. "
                               "Train it with `worldsim train-world-model` (which trains the heads).")
+    cfg = saved_world_model_config(ckpt, path)
     try:
-        cfg = dataclass_from_dict(WorldModelConfig, _drop_removed(ckpt["config"]["model"], path))
         model = WorldModel(cfg)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: its model config does not fit this worldsim ({e})") from e

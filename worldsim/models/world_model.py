@@ -16,9 +16,9 @@ from torch import nn
 from worldsim import diffusion
 from worldsim.diffusion import EDMConfig
 from worldsim.models.dit import DiT, DiTCache, DiTConfig
+from worldsim.models.heads import REWARD_CLASSES, HeadOutput, Heads, reward_to_class
+from worldsim.models.memory import Motion, PoseMemory, check_motion_table
 from worldsim.models.tokenizer import Tokenizer, TokenizerConfig, float_to_frames, frames_to_float
-
-REWARD_CLASSES = (-1.0, 0.0, 1.0)  # the reward head predicts sign(reward), as DIAMOND does
 
 
 @dataclass
@@ -39,55 +39,9 @@ class WorldModelConfig:
     end_weight: float = 0.5
     end_pos_weight: float = 10.0  # episode ends are rare: weight the positive class
     heads_conv_width: int = 64  # width of the heads' conv view of the latent frame pair
-
-
-class Heads(nn.Module):
-    """Reward sign (3 classes) and episode end (1 logit) of a transition from latent frame
-    ``prev`` to latent frame ``new``, as the sum of the logits of two views of it:
-
-    * the **pair view**, a small conv net over the pair of latent frames (channels stacked), which
-      sees *what changed* directly: a score digit flipping is a few latent pixels of one frame, and
-      a read-out of the DiT's pooled features misses it (measured on held-out Boxing: balanced reward
-      accuracy 0.33, i.e. chance, after 4,000 steps with token features alone; 0.71 with a conv view);
-    * the **context view**, an MLP over the mean of the DiT's clean-stream token features of the new
-      frame (history and action), zero-initialised so that it starts as a correction.
-
-    The pair view needs no DiT pass, so training also feeds it extra transitions (``head_pairs``):
-    the heads learn from far more rewarded transitions per step than the DiT's windows hold.
-    """
-
-    def __init__(self, width: int, latent_channels: int, conv_width: int = 64) -> None:
-        super().__init__()
-        if conv_width < 1:
-            raise ValueError(f"heads_conv_width must be >= 1, got {conv_width}.")
-        cw = conv_width
-        self.pair = nn.Sequential(
-            nn.Conv2d(2 * latent_channels, cw, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(cw, cw, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(cw, cw, 3, stride=2, padding=1), nn.SiLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),  # any latent grid size
-            nn.Linear(cw, cw), nn.SiLU(), nn.Linear(cw, 4))
-        self.norm = nn.LayerNorm(width)
-        self.context = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 4))
-        nn.init.zeros_(self.context[-1].weight)
-        nn.init.zeros_(self.context[-1].bias)
-
-    def pair_logits(self, prev: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-        """prev, new latents (..., c, h, w) -> the pair view's logits (..., 4)."""
-        lead = new.shape[:-3]
-        pair = torch.cat([prev, new], dim=-3).reshape(-1, 2 * new.shape[-3], *new.shape[-2:])
-        return self.pair(pair).reshape(*lead, 4)
-
-    def forward(self, tokens: torch.Tensor, prev: torch.Tensor, new: torch.Tensor) -> "HeadOutput":
-        """tokens (..., n, d), prev and new latents (..., c, h, w) -> logits (..., 3), (...)."""
-        context = self.context(self.norm(tokens).mean(dim=-2))
-        out = context + self.pair_logits(prev.to(context.dtype), new.to(context.dtype))
-        return HeadOutput(out[..., :3], out[..., 3])
-
-
-class HeadOutput(NamedTuple):
-    reward: torch.Tensor  # (..., 3) reward-sign logits, or probabilities where a method says so
-    end: torch.Tensor  # (...) episode-end logit, or probability
+    # Pose memory (worldsim/models/memory.py): every generated frame also sees the frame among its last
+    # memory_span predecessors seen from the nearest camera pose (odometry from the env's motion table). 0: off.
+    memory_span: int = 0
 
 
 class LossOutput(NamedTuple):
@@ -110,10 +64,6 @@ class RolloutOutput(NamedTuple):
     end_probs: torch.Tensor  # (b, T)
 
 
-def reward_to_class(r: torch.Tensor) -> torch.Tensor:
-    return (torch.sign(r) + 1).long()
-
-
 class WorldModel(nn.Module):
     def __init__(self, cfg: WorldModelConfig) -> None:
         super().__init__()
@@ -122,13 +72,25 @@ class WorldModel(nn.Module):
                 f"dit.latent_channels={cfg.dit.latent_channels} must equal tokenizer.latent_channels="
                 f"{cfg.tokenizer.latent_channels}."
             )
+        if cfg.memory_span < 0:
+            raise ValueError(f"memory_span must be >= 0 (0: no pose memory), got {cfg.memory_span}.")
         self.cfg = cfg
         self.tokenizer = Tokenizer(cfg.tokenizer)
-        self.dit = DiT(cfg.dit)
+        self.dit = DiT(cfg.dit, memory=cfg.memory_span > 0)
         self.heads = Heads(cfg.dit.width, cfg.dit.latent_channels, cfg.heads_conv_width)
         self.latent_hw: tuple[int, int] = (0, 0)  # set by set_frame_size
         self.register_buffer("delta_std", torch.ones(()))  # std of z_t - z_{t-1}, set from the data
         self.register_buffer("reward_weights", torch.ones(3))  # class weights of the reward loss, from the data
+        if cfg.memory_span:  # the env's camera motion per action (forward metres, turn degrees), from the data
+            self.register_buffer("motion", torch.zeros((cfg.dit.num_actions, 2), dtype=torch.float64))
+
+    def set_motion(self, table, where: str) -> None:
+        """Take the env's motion table (num_actions x [forward metres, turn degrees]) for pose memory."""
+        self.motion.copy_(check_motion_table(table, self.cfg.dit.num_actions, where))
+
+    def memory_input(self, latents: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Retrieved latents (..., c, h, w) enter as clean frames do (scaled as at σ_min); zero where none."""
+        return self._context_input(latents)[0] * features[..., 3, None, None, None], features
 
     @torch.no_grad()
     def set_delta_std(self, windows: torch.Tensor) -> None:
@@ -173,13 +135,16 @@ class WorldModel(nn.Module):
     def loss(self, latents: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, terminated: torch.Tensor,
              generator: torch.Generator | None = None, pairs: tuple[torch.Tensor, ...] | None = None,
              dream: tuple[torch.Tensor, ...] | None = None, dream_share: float = 0.0,
-             targets: torch.Tensor | None = None) -> LossOutput:
+             targets: torch.Tensor | None = None,
+             memory: tuple[torch.Tensor, torch.Tensor] | None = None) -> LossOutput:
         """Teacher-forced loss on a window: latents (b, t, c, h, w), transitions (b, t-1). ``pairs``:
         extra (prev, new, rewards, terminated) transitions (m, c, h, w) x2, (m,) x2 for the heads' pair view.
         ``dream``: (tokens, prev, new, rewards, terminated) transitions of the model's own rollouts
         (worldsim.training.head_rollouts), ``dream_share`` of the heads' losses. ``targets`` (b, t, c,
         h, w): the frames to predict, when they are not the ``latents`` the clean stream reads (windows
-        of the model's own rollouts: it reads its frames and learns the real game's next ones)."""
+        of the model's own rollouts: it reads its frames and learns the real game's next ones).
+        ``memory`` (pose memory): the retrieved latents (b, t-1, c, h, w) and features (b, t-1, 4) of
+        frames 1..t-1, noise-augmented here as the clean stream is."""
         cfg, edm = self.cfg, self.cfg.edm
         b, t = latents.shape[:2]
         dev = latents.device
@@ -198,7 +163,13 @@ class WorldModel(nn.Module):
         pre = diffusion.precondition(sigma, edm.sigma_data, edm.target)
         pre_b = diffusion.Preconditioning(*(v[..., None, None, None] for v in pre))
         noisy = x0 + sigma[..., None, None, None] * randn(x0.shape)
-        raw, features = self.dit(clean_in, pre_c.c_noise, noisy * pre_b.c_in, pre.c_noise, self.prev_actions(actions))
+        if memory is not None:
+            m, feats = memory
+            aug = (torch.rand(feats.shape[:2], generator=generator, device=dev) < cfg.context_noise_prob).float()
+            s_aug = (aug * torch.rand(feats.shape[:2], generator=generator, device=dev) * cfg.context_noise_max)
+            memory = self.memory_input(m + s_aug[..., None, None, None] * randn(m.shape), feats)
+        raw, features = self.dit(clean_in, pre_c.c_noise, noisy * pre_b.c_in, pre.c_noise, self.prev_actions(actions),
+                                 memory)
         diff_loss = F.mse_loss(raw, diffusion.denoising_target(x0, noisy, pre_b))
         reward_loss, end_loss = self.head_losses(self.heads(features[:, 1:], latents[:, :-1], latents[:, 1:]),
                                                  rewards, terminated)
@@ -219,9 +190,9 @@ class WorldModel(nn.Module):
         return LossOutput(total, diff_loss.detach(), reward_loss.detach(), end_loss.detach())
 
     def forward(self, latents, actions, rewards, terminated, generator=None, pairs=None, dream=None,
-                dream_share=0.0, targets=None) -> LossOutput:
+                dream_share=0.0, targets=None, memory=None) -> LossOutput:
         """The training loss (so DistributedDataParallel can wrap the model); see :meth:`loss`."""
-        return self.loss(latents, actions, rewards, terminated, generator, pairs, dream, dream_share, targets)
+        return self.loss(latents, actions, rewards, terminated, generator, pairs, dream, dream_share, targets, memory)
 
     # ------------------------------------------------------------------ generation
     def _context_input(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -233,12 +204,26 @@ class WorldModel(nn.Module):
     def start_rollout(self, context: torch.Tensor, context_prev_actions: torch.Tensor, start_pos: int = 0,
                       cache: DiTCache | None = None, rows: torch.Tensor | None = None) -> DiTCache:
         """Fill a cache from ``C`` context latents (b, C, c, h, w) and the actions that led to them (b, C).
+        With pose memory the context may hold more frames (b, H >= C, ...): all of them go into the
+        memory, the last ``C`` into the cache (the cache's positions start at ``start_pos`` either way).
 
         With ``cache`` and ``rows``, restart only those rows of a running cache (the vector dream's
         autoreset), leaving the others as they are.
         """
+        C = self.cfg.dit.context_frames
+        if self.cfg.memory_span:
+            if context.shape[1] < C:
+                raise ValueError(f"the context must hold at least {C} frames (the model's context_frames), "
+                                 f"got {context.shape[1]}.")
+            history, history_actions = context, context_prev_actions
+            context, context_prev_actions = context[:, -C:], context_prev_actions[:, -C:]
         x, c_noise = self._context_input(context)
         cache = self.dit.encode_context(x, c_noise, context_prev_actions, start_pos, cache, rows)
+        if self.cfg.memory_span:
+            if getattr(cache, "memory", None) is None:
+                cache.memory = PoseMemory(cache.batch_size, self.cfg.memory_span, tuple(context.shape[2:]),
+                                          Motion.from_table(self.motion), context.device)
+            cache.memory.reset(history.float(), history_actions, rows)
         if rows is None:
             cache.last_latents = context[:, -1].float().clone()
         else:
@@ -263,7 +248,10 @@ class WorldModel(nn.Module):
         """Append frames (b, c, h, w) reached by ``actions`` (b,) to the cache; returns their token
         features (b, n, d), the heads' context view. ``cache.last_latents`` still holds the frame before."""
         x, c_noise = self._context_input(latents)
-        return self.dit.append_frame(x, c_noise, actions, cache)
+        features = self.dit.append_frame(x, c_noise, actions, cache)
+        if self.cfg.memory_span:
+            cache.memory.append(latents.float(), actions)
+        return features
 
     @torch.no_grad()
     def append(self, cache: DiTCache, latents: torch.Tensor, actions: torch.Tensor) -> HeadOutput:
@@ -290,9 +278,11 @@ class WorldModel(nn.Module):
         steps = edm.sampling_steps if sampling_steps is None else sampling_steps  # 0 is an error, not "default"
         sigmas = diffusion.karras_sigmas(steps, edm.sigma_min, edm.sigma_max, edm.rho)
 
+        memory = None if not self.cfg.memory_span else self.memory_input(*cache.memory.query(actions))
+
         def denoiser(x: torch.Tensor, sigma: float) -> torch.Tensor:
             pre = diffusion.precondition(torch.full((b,), sigma, device=dev), edm.sigma_data, edm.target)
-            raw = self.dit.denoise_next(x * pre.c_in[:, None, None, None], pre.c_noise, actions, cache)
+            raw = self.dit.denoise_next(x * pre.c_in[:, None, None, None], pre.c_noise, actions, cache, memory)
             return diffusion.denoise(raw, x, diffusion.Preconditioning(*(v[:, None, None, None] for v in pre)))
 
         if noise is None:
@@ -349,9 +339,17 @@ class WorldModel(nn.Module):
         steps = edm.sampling_steps if sampling_steps is None else sampling_steps
         sigmas = diffusion.karras_sigmas(steps, edm.sigma_min, edm.sigma_max, edm.rho)
         frames, prev = context[:, -m:].float(), context_prev_actions[:, -m:]
+        memory = None
+        if self.cfg.memory_span:  # the memory is not cut: it holds the whole context, as in the cached rollout
+            memory = PoseMemory(b, self.cfg.memory_span, tuple(context.shape[2:]), Motion.from_table(self.motion), dev)
+            memory.reset(context.float(), context_prev_actions)
         out = []
         for k in range(actions.shape[1]):
             a = actions[:, k]
+            mem = None
+            if memory is not None:  # every noisy slot gets it; only the last one's output is used
+                ml, mf = self.memory_input(*memory.query(a))
+                mem = (ml[:, None].expand(-1, m, -1, -1, -1), mf[:, None].expand(-1, m, -1))
             clean = torch.cat([frames, frames[:, -1:]], dim=1)  # (b, m+1): the last slot is never attended to
             x_clean, c_clean = self._context_input(clean)
             acts = torch.cat([prev, a[:, None]], dim=1)  # (b, m+1): the action that led to each frame
@@ -360,13 +358,15 @@ class WorldModel(nn.Module):
                 pre = diffusion.precondition(torch.full((b, m), sigma, device=dev), edm.sigma_data, edm.target)
                 noisy = torch.zeros((b, m, *x.shape[1:]), device=dev)
                 noisy[:, -1] = x  # only the frame after the window matters; the others are ignored
-                raw, _ = self.dit(x_clean, c_clean, noisy * pre.c_in[..., None, None, None], pre.c_noise, acts)
+                raw, _ = self.dit(x_clean, c_clean, noisy * pre.c_in[..., None, None, None], pre.c_noise, acts, mem)
                 last = diffusion.Preconditioning(*(v[:, -1, None, None, None] for v in pre))
                 return diffusion.denoise(raw[:, -1], x, last)
 
             noise = torch.randn((b, self.cfg.dit.latent_channels, *self.latent_hw), generator=generator, device=dev)
             z = frames[:, -1] + diffusion.sample(denoiser, noise.float(), sigmas, edm.solver).float() * self.delta_std
             out.append(z)
+            if memory is not None:
+                memory.append(z, a)
             frames = torch.cat([frames, z[:, None]], dim=1)[:, -m:]
             prev = torch.cat([prev, a[:, None]], dim=1)[:, -m:]
         return torch.stack(out, dim=1)

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from worldsim.data.dataset import WindowDataset
 from worldsim.data.store import EpisodeStore
 from worldsim.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from worldsim.models.loading import load_tokenizer, world_model_config
+from worldsim.models.loading import load_tokenizer, saved_world_model_config, world_model_config
+from worldsim.models.memory import Motion, episode_memory
 from worldsim.models.world_model import WorldModel
 from worldsim.runtime import autocast, resolve_device
 from worldsim.training.head_rollouts import HeadRollouts
@@ -108,6 +109,11 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
     model.tokenizer.requires_grad_(False)
     h, w = store.metadata["frame_shape"][:2]
     model.set_frame_size(h, w)
+    if cfg.memory_span:
+        if train.rollout_windows:
+            raise ValueError("pose memory (model.memory_span > 0) does not train on windows of the model's own "
+                             "rollouts yet: set world_model_train.rollout_windows=0.")
+        model.set_motion(store.metadata.get("motion"), f"the store {data_dir}")
     model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -124,7 +130,7 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
     # ---- resume
     if out.exists():
         ckpt = load_checkpoint(out, kind="world_model")
-        if ckpt["config"]["model"] != asdict(cfg):
+        if asdict(saved_world_model_config(ckpt, out)) != asdict(cfg):
             raise CheckpointError(f"{out} was trained with another model config; choose a new out=... or the same preset.")
         step = int(ckpt["step"])
         if step >= stop:
@@ -176,6 +182,10 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
             "metrics": metrics or {},
         })
 
+    memory = None
+    if cfg.memory_span:  # every frame's nearest-pose predecessor, found once
+        memory = episode_memory(train_data.actions, train_data.episode_lengths, Motion.from_table(model.motion.cpu()),
+                                cfg.memory_span)
     rollouts = None
     if train.head_rollouts > 0:
         rollouts = HeadRollouts(train_data, latents, train.head_rollouts, train.head_rollout_horizon, device,
@@ -205,9 +215,13 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
             z = torch.cat([z, own_z.to(device)])
             actions, rewards, terminated = (torch.cat([x, y.to(device)]) for x, y in
                                             zip((actions, rewards, terminated), train_data.transitions(own_idx)))
+        mem = None
+        if memory is not None:  # the retrieved frame of every target (frames 1..t-1)
+            m_idx = memory.index[idx[:, 1:]]
+            mem = (latents[m_idx.clamp_min(0)].to(device), memory.features[idx[:, 1:]].to(device))
         with autocast(device, train.precision):
             losses = net(z, actions, rewards, terminated, gen if device.type == "cpu" else None, pairs, dream,
-                         train.head_rollout_share, targets)
+                         train.head_rollout_share, targets, mem)
         opt.zero_grad(set_to_none=True)
         losses.loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, train.grad_clip)
