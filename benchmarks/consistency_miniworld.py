@@ -16,6 +16,10 @@ With pose memory (worldsim/models/memory.py), on the same play and the same toke
         --tokenizer runs/benchmark/miniworld/run/tokenizer.pt --extra model.memory_span=64 \\
         --out benchmarks/results/consistency_miniworld_memory.json
 
+and with the one-frame context of the ``small_memory`` preset (``--model small_memory`` is the same as
+``--extra model.memory_span=64 model.dit.context_frames=1 model.dit.stack_frames=1``, the overrides
+recorded in benchmarks/results/consistency_miniworld_memory_c1.json).
+
 Each stage resumes (the CLI's own resume), so an interrupted recipe is finished by re-running the
 same command. The JSON keeps the commands, wall times and the matmul peaks measured before and after.
 """

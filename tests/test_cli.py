@@ -118,6 +118,17 @@ def test_small_sharp_is_small_trained_for_samples():
     assert compose("run", ["model=small_sharp"]).model.world_model_train.steps == 1000
 
 
+def test_small_memory_is_small_with_pose_memory_and_one_frame_of_context():
+    """The preset is exactly the overrides its measurement ran with (docs/consistency.md)."""
+    from omegaconf import OmegaConf
+
+    from worldsim.cli import compose
+
+    small, mem = (OmegaConf.to_container(compose("run", [f"model={m}"]).model) for m in ("small", "small_memory"))
+    small["dit"].update(context_frames=1, stack_frames=1)
+    assert {**small, "name": "small_memory", "memory_span": 64} == mem
+
+
 def test_run_budgets_compose_and_command_line_overrides_win():
     from worldsim.cli import compose
 

@@ -147,10 +147,12 @@ def test_all_episodes_too_short_raises_with_advice(tmp_path):
         WindowDataset(store, 5, split="all")
 
 
-def test_window_length_must_be_at_least_two(tmp_path):
+def test_window_length_must_be_at_least_one(tmp_path):
     store = make_store(tmp_path, [3])
-    with pytest.raises(ValueError, match="at least 2 frames"):
-        WindowDataset(store, 1, split="all")
+    with pytest.raises(ValueError, match="at least 1 frame"):
+        WindowDataset(store, 0, split="all")
+    one = WindowDataset(store, 1, split="all")  # the contexts of a one-frame model: every frame
+    assert len(one) == 4 and one.gather(one.window_indices(2, torch.Generator().manual_seed(0))).actions.shape == (2, 0)
 
 
 def test_max_episodes(tmp_path):

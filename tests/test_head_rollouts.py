@@ -29,8 +29,8 @@ def test_starts_for_other_lengths(parts):
         assert len(s) == sum(max(f - length + 1, 0) for f in data.episode_lengths)
         assert torch.equal(episode[s], episode[s + length - 1]), "a window crosses an episode boundary"
     assert len(data.starts_for(10**6)) == 0
-    with pytest.raises(ValueError, match="at least 2 frames"):
-        data.starts_for(1)
+    with pytest.raises(ValueError, match="at least 1 frame"):
+        data.starts_for(0)
 
 
 def test_rollouts_follow_real_windows_and_restart_on_schedule(parts):

@@ -578,3 +578,18 @@ def test_compile_generation_without_a_compiler_says_how_to_fix_it(monkeypatch):
     with pytest.raises(RuntimeError, match="apt install g\\+\\+"):
         dit.compile_generation()
     assert not hasattr(dit._frame_pass, "_torchdynamo_orig_callable")
+
+
+def test_prev_actions_of_one_frame_windows():
+    """A window or context of one frame has no transitions: its only frame gets the "no action" index
+    (a one-frame-context model's head rollouts start from such contexts)."""
+    from worldsim.models.dit import DiTConfig
+    from worldsim.models.tokenizer import TokenizerConfig
+    from worldsim.models.world_model import WorldModel, WorldModelConfig
+
+    model = WorldModel(WorldModelConfig(tokenizer=TokenizerConfig(channels=[16], latent_channels=4, res_blocks=1),
+                                        dit=DiTConfig(latent_channels=4, width=32, depth=1, heads=1, num_actions=3,
+                                                      context_frames=1, stack_frames=1)))
+    prev = model.prev_actions(torch.zeros((2, 0), dtype=torch.long))
+    assert prev.tolist() == [[3], [3]]
+    assert model.prev_actions(torch.tensor([[1, 2]])).tolist() == [[3, 1, 2]]

@@ -390,3 +390,12 @@ def test_checkpoint_from_before_the_gelu_option_keeps_its_tanh_gelu(tiny_world_m
     torch.save(data, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="gelu"):
         load_world_model(tmp_path / "bad.pt")
+
+
+def test_training_window_of_one_frame_is_refused(tiny_world_model, tmp_path, capsys):
+    from worldsim.cli import main
+
+    code = main(["train-world-model", "model=tiny", f"data_dir={tiny_world_model['data_dir']}", f"run_dir={tmp_path}",
+                 f"tokenizer={tiny_world_model['tokenizer']}", "progress=false", "device=cpu",
+                 "model.world_model_train.window=1"])
+    assert code != 0 and "at least 2 frames" in capsys.readouterr().err

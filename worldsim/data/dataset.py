@@ -31,8 +31,8 @@ class WindowBatch(NamedTuple):
 class WindowDataset(torch.utils.data.Dataset):
     def __init__(self, store: EpisodeStore, length: int, split: str = "train", val_fraction: float = 0.1,
                  max_episodes: int | None = None, progress: bool = False) -> None:
-        if length < 2:
-            raise ValueError(f"a window needs at least 2 frames (context + target), got length={length}.")
+        if length < 1:  # one frame: the context of a model that sees one frame; training windows need 2 or more
+            raise ValueError(f"a window needs at least 1 frame, got length={length}.")
         self.store = store
         self.length = int(length)
         names = store.split_names(split, val_fraction)[:max_episodes]
@@ -95,9 +95,9 @@ class WindowDataset(torch.utils.data.Dataset):
         return pick[:, None] + torch.arange(self.length)
 
     def starts_for(self, length: int) -> torch.Tensor:
-        """Valid starts of windows of ``length`` (>= 2) frames over the flat arrays (``starts`` for its own)."""
-        if length < 2:
-            raise ValueError(f"a window needs at least 2 frames, got length={length}.")
+        """Valid starts of windows of ``length`` (>= 1) frames over the flat arrays (``starts`` for its own)."""
+        if length < 1:
+            raise ValueError(f"a window needs at least 1 frame, got length={length}.")
         offsets = [0, *torch.tensor(self.episode_lengths).cumsum(0).tolist()]
         per_episode = [torch.arange(o, o + f + 1 - length) for o, f in zip(offsets, self.episode_lengths) if f >= length]
         return torch.cat(per_episode) if per_episode else torch.zeros(0, dtype=torch.long)

@@ -121,7 +121,7 @@ class WorldModel(nn.Module):
     # ------------------------------------------------------------------ training
     def prev_actions(self, actions: torch.Tensor) -> torch.Tensor:
         """(b, t-1) actions between frames -> (b, t) action that led to each frame."""
-        null = torch.full_like(actions[:, :1], self.dit.null_action)
+        null = actions.new_full((actions.shape[0], 1), self.dit.null_action)  # also for windows of one frame
         return torch.cat([null, actions], dim=1)
 
     def head_losses(self, logits: HeadOutput, rewards: torch.Tensor, terminated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -88,6 +88,9 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
         raise ValueError(
             f"world_model_train.rollout_windows={train.rollout_windows} needs as many dreams running beside "
             f"training: set world_model_train.head_rollouts >= {train.rollout_windows} (now {train.head_rollouts}).")
+    if train.window < 2:
+        raise ValueError(f"world_model_train.window={train.window}: a training window needs at least 2 frames "
+                         "(a context frame and a target); the default is 8.")
     run_dir = Path(run_dir) if run_dir else out.parent
     device = resolve_device(train.device)
     dist = setup_distributed(device)

@@ -1,0 +1,74 @@
+"""Dream steps/s of trained checkpoints side by side (``DreamVectorEnv`` with real contexts from a
+store), alternating which goes first, each beside the fp32 / bf16 matmul peaks measured just before:
+
+    python benchmarks/dream_throughput_checkpoints.py --checkpoints A.pt B.pt --labels a b \\
+        --data DATA_DIR --out benchmarks/results/NAME.json
+
+``benchmarks/dream_throughput.py`` measures fresh presets on synthetic contexts; this one measures
+what a user's own trained models cost (e.g. with and without pose memory, or another context).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from worldsim.io import atomic_write_json
+from worldsim.sim.dream_env import DreamVectorEnv
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from before_after import matmul_peak  # noqa: E402
+
+
+def measure(checkpoint: str, data: str, batch: int, obs: str, seconds: float) -> dict:
+    env = DreamVectorEnv(checkpoint, num_envs=batch, data_dir=data, obs_type=obs, end_threshold=1.0, horizon=10**6)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    acts = [rng.integers(0, env.single_action_space.n, batch) for _ in range(16)]
+    env.step(acts[0])
+    peaks = {"fp32_peak_gflops": matmul_peak(torch.float32, 1.0), "bf16_peak_gflops": matmul_peak(torch.bfloat16, 1.0)}
+    n, t = 0, time.perf_counter()
+    while time.perf_counter() - t < seconds or n < 3:
+        env.step(acts[n % 16])
+        n += 1
+    sps = n * batch / (time.perf_counter() - t)
+    env.close()
+    return {"steps_per_s": sps, **peaks}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--checkpoints", nargs="+", required=True)
+    ap.add_argument("--labels", nargs="+", required=True)
+    ap.add_argument("--data", required=True, help="an episode store of the checkpoints' env (the dreams' contexts)")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--obs", nargs="+", default=["latent", "pixels"])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    if len(args.labels) != len(args.checkpoints):
+        ap.error("give one label per checkpoint")
+    out = {"batch": args.batch, "threads": torch.get_num_threads(), "rounds": args.rounds,
+           "checkpoints": dict(zip(args.labels, args.checkpoints)), "cases": []}
+    for obs in args.obs:
+        runs: dict[str, list[dict]] = {label: [] for label in args.labels}
+        for r in range(args.rounds):
+            order = list(zip(args.labels, args.checkpoints))
+            for label, ckpt in (order if r % 2 == 0 else order[::-1]):
+                runs[label].append(measure(ckpt, args.data, args.batch, obs, args.seconds))
+                print(obs, label, runs[label][-1], flush=True)
+        med = {k: statistics.median(m["steps_per_s"] for m in v) for k, v in runs.items()}
+        out["cases"].append({"obs": obs, "median_steps_per_s": med, "runs": runs})
+    atomic_write_json(Path(args.out), out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
