@@ -89,7 +89,7 @@ def flops_per_frame(env: DreamVectorEnv, obs: str) -> float:
 
 def time_env(env: DreamVectorEnv, seconds: float) -> float:
     rng = np.random.default_rng(0)
-    acts = [rng.integers(0, NUM_ACTIONS, env.num_envs) for _ in range(16)]
+    acts = [rng.integers(0, env.single_action_space.n, env.num_envs) for _ in range(16)]
     env.step(acts[0])
     n, t = 0, time.perf_counter()
     while time.perf_counter() - t < seconds or n < 3:

@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from worldsim.io import atomic_write_json
@@ -24,20 +22,14 @@ from worldsim.sim.dream_env import DreamVectorEnv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from before_after import matmul_peak  # noqa: E402
+from dream_throughput import time_env  # noqa: E402
 
 
 def measure(checkpoint: str, data: str, batch: int, obs: str, seconds: float) -> dict:
     env = DreamVectorEnv(checkpoint, num_envs=batch, data_dir=data, obs_type=obs, end_threshold=1.0, horizon=10**6)
     env.reset(seed=0)
-    rng = np.random.default_rng(0)
-    acts = [rng.integers(0, env.single_action_space.n, batch) for _ in range(16)]
-    env.step(acts[0])
     peaks = {"fp32_peak_gflops": matmul_peak(torch.float32, 1.0), "bf16_peak_gflops": matmul_peak(torch.bfloat16, 1.0)}
-    n, t = 0, time.perf_counter()
-    while time.perf_counter() - t < seconds or n < 3:
-        env.step(acts[n % 16])
-        n += 1
-    sps = n * batch / (time.perf_counter() - t)
+    sps = time_env(env, seconds)  # a warm-up step, then random actions for ``seconds``
     env.close()
     return {"steps_per_s": sps, **peaks}
 

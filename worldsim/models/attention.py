@@ -151,6 +151,7 @@ class DiTCache:
         self.next_pos = next_pos  # position of the next frame to be generated
         self.last_latents: torch.Tensor | None = None  # (b, c, h, w) newest clean frame, kept by WorldModel
         self.recent: torch.Tensor | None = None  # (b, k, c, h, w) the last k clean inputs, for frame stacking
+        self.memory = None  # a PoseMemory of past frames by camera pose (models with pose memory), kept by WorldModel
 
     @property
     def context_frames(self) -> int:

@@ -152,9 +152,11 @@ class WorldModel(nn.Module):
         def randn(shape):
             return torch.randn(shape, generator=generator, device=dev)
 
-        # Clean stream with noise augmentation: σ_aug ~ U(0, max) on a share of the frames.
-        augmented = (torch.rand((b, t), generator=generator, device=dev) < cfg.context_noise_prob).float()
-        sigma_aug = augmented * torch.rand((b, t), generator=generator, device=dev) * cfg.context_noise_max
+        def augmentation_sigmas(shape):  # GameNGen's noise augmentation: σ_aug ~ U(0, max) on a share of the frames
+            augmented = (torch.rand(shape, generator=generator, device=dev) < cfg.context_noise_prob).float()
+            return augmented * torch.rand(shape, generator=generator, device=dev) * cfg.context_noise_max
+
+        sigma_aug = augmentation_sigmas((b, t))  # the clean stream
         pre_c = diffusion.precondition(sigma_aug.clamp_min(edm.sigma_min), edm.sigma_data)
         clean_in = (latents + sigma_aug[..., None, None, None] * randn(latents.shape)) * pre_c.c_in[..., None, None, None]
         # Noisy stream: the changes to frames 1..t-1 from their previous frame, at EDM training noise levels.
@@ -165,8 +167,7 @@ class WorldModel(nn.Module):
         noisy = x0 + sigma[..., None, None, None] * randn(x0.shape)
         if memory is not None:
             m, feats = memory
-            aug = (torch.rand(feats.shape[:2], generator=generator, device=dev) < cfg.context_noise_prob).float()
-            s_aug = (aug * torch.rand(feats.shape[:2], generator=generator, device=dev) * cfg.context_noise_max)
+            s_aug = augmentation_sigmas(feats.shape[:2])
             memory = self.memory_input(m + s_aug[..., None, None, None] * randn(m.shape), feats)
         raw, features = self.dit(clean_in, pre_c.c_noise, noisy * pre_b.c_in, pre.c_noise, self.prev_actions(actions),
                                  memory)
@@ -220,7 +221,7 @@ class WorldModel(nn.Module):
         x, c_noise = self._context_input(context)
         cache = self.dit.encode_context(x, c_noise, context_prev_actions, start_pos, cache, rows)
         if self.cfg.memory_span:
-            if getattr(cache, "memory", None) is None:
+            if cache.memory is None:
                 cache.memory = PoseMemory(cache.batch_size, self.cfg.memory_span, tuple(context.shape[2:]),
                                           Motion.from_table(self.motion), context.device)
             cache.memory.reset(history.float(), history_actions, rows)
