@@ -2,12 +2,13 @@
 
     python benchmarks/permanence_frames.py --checkpoints runs/miniworld/run/world_model.pt \\
         runs/miniworld_memory/run/world_model.pt --labels "no memory" "pose memory" \\
-        --out docs/media/miniworld_permanence.png
+        --out docs/media/miniworld_permanence.png [--sampling-steps 1 2]
 
 One row per permanence probe of scene ``--scene`` of the default suite (seed 0): the real frame
 facing the object before the turn-away, then at the return frame the real view and each model's
 dream (given the inputs ``worldsim bench-consistency`` gives it, same seeded noise), with the
-probe's mask IoU printed under each dream. Writes one PNG, atomically.
+probe's mask IoU printed under each dream. A checkpoint may be listed twice with different
+``--sampling-steps`` (one value per checkpoint). Writes one PNG, atomically.
 """
 
 from __future__ import annotations
@@ -32,18 +33,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoints", nargs="+", required=True)
     ap.add_argument("--labels", nargs="+", required=True)
+    ap.add_argument("--sampling-steps", nargs="+", type=int, help="denoiser steps per frame, one per checkpoint")
     ap.add_argument("--scene", type=int, default=0)
     ap.add_argument("--scale", type=int, default=3)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     if len(args.labels) != len(args.checkpoints):
         ap.error("give one label per checkpoint")
+    steps = args.sampling_steps or [None] * len(args.checkpoints)
+    if len(steps) != len(args.checkpoints):
+        ap.error("give one --sampling-steps value per checkpoint")
     models, ckpts = zip(*(load_world_model(c) for c in args.checkpoints))
     size = int(ckpts[0]["config"]["frame_size"][0])
     suite = P.make_suite(0, args.scene + 1, P.SuiteConfig(frame_size=size))
     probes = [p for p in suite.probes if p.probe.kind == "permanence" and p.probe.seed == suite.probes[-1].probe.seed]
-    predictors = [world_model_predictor(m, history=suite.config.context_frames if m.cfg.memory_span else None)
-                  for m in models]
+    predictors = [world_model_predictor(m, sampling_steps=n, history=suite.config.context_frames if m.cfg.memory_span else None)
+                  for m, n in zip(models, steps)]
     s, pad, text = args.scale, 4, 14
     cols = ["real, facing it", "real at return"] + list(args.labels)
     tile = size * s

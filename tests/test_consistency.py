@@ -14,7 +14,7 @@ pytest.importorskip("miniworld")
 
 from worldsim.evaluation import probes as P  # noqa: E402
 from worldsim.evaluation.consistency import (  # noqa: E402
-    Predictor, predictor_inputs, repeat_last, score_suite, tokenizer_reconstruct, world_model_predictor, write_results)
+    Predictor, predictor_inputs, repeat_last, scene_intervals, score_suite, tokenizer_reconstruct, world_model_predictor, write_results)
 from worldsim.metrics import psnr_from_mse  # noqa: E402
 
 SMALL = P.SuiteConfig(context_frames=8, turn_back=(1, 4), out_and_back=(2,), permanence=(1, 12))
@@ -278,3 +278,23 @@ def test_bench_consistency_command(env, tmp_path, capsys):
     assert result["suite"]["fingerprint"] == P.SUITE_FINGERPRINTS[P.PROBE_SUITE_VERSION] and result["context_window"] == 2
     assert set(result["scores"]) == {"model", "model_context1", "repeat_last", "tokenizer_floor"}  # context 2 > 1
     assert (tmp_path / "out" / "consistency.png").exists()
+
+
+def test_scene_intervals_resample_scenes_and_pool_like_the_point_estimate():
+    def perm(inter, union, window="beyond", k=8):
+        return {"returns": [], "permanence": {"inter": inter, "union": union, "window": window, "k": k}}
+
+    def ret(se, window="inside"):
+        return {"returns": [{"se_real": se, "n": 100.0, "window": window}]}
+
+    # 4 scenes x 2 probes: scene IoUs 0.5 / 0.6 / 0.8 / 0.9, the same revisit error everywhere
+    scenes = [perm(i, 10) for i in (5, 6, 8, 9)]
+    records = [r for p in scenes for r in (p, ret(1.0))]
+    out = scene_intervals(records, scenes=4, seed=0)
+    lo, hi = out["permanence_iou/beyond"]
+    assert 0.5 <= lo < 0.7 < hi <= 0.9  # pooled IoU 0.7 inside, bounded by the extreme scenes
+    assert out["permanence_iou/k=8"] == out["permanence_iou/beyond"]
+    assert out["revisit_psnr/inside"] == [pytest.approx(20.0), pytest.approx(20.0)]  # mse 0.01 in every scene
+    assert scene_intervals(records, scenes=4, seed=0) == out  # seeded
+    assert scene_intervals(records, scenes=1) == {}  # one scene: no interval
+    assert scene_intervals(records[:-1], scenes=4) == {}  # scenes of unequal size: refused, not guessed

@@ -19,7 +19,9 @@ docs/consistency.md):
 
 PSNR and sharpness are pooled over a group (one squared-error mean, one ratio of sums), IoU too
 (Σ intersection / Σ union); SSIM is the mean over pairs. The tokenizer floor scores the real frames
-passed through ``reconstruct`` (encode, decode) as if they were predicted.
+passed through ``reconstruct`` (encode, decode) as if they were predicted. The headline scores also
+get 95% intervals over scenes (:func:`scene_intervals`): a scene's probes share one world, so the
+scene, not the probe, is the independent unit.
 """
 
 from __future__ import annotations
@@ -200,6 +202,47 @@ def _summarise(records: list[tuple[PlayedProbe, dict[str, Any]]]) -> dict[str, A
     }
 
 
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def scene_intervals(probe_scores: list[dict[str, Any]], scenes: int, seed: int = 0) -> dict[str, Any]:
+    """95% percentile-bootstrap intervals over scenes for one predictor's headline scores: revisit
+    PSNR and permanence IoU inside / beyond the window, and IoU per turn-away ``k``.
+
+    ``probe_scores`` are :func:`score_probe` records in suite order (scene after scene, each holding
+    the same number of probes); every resample draws ``scenes`` scenes with replacement (seeded) and
+    pools their sums as the point estimate does. ``{}`` for fewer than 2 scenes."""
+    if scenes < 2 or not probe_scores or len(probe_scores) % scenes:
+        return {}
+    per_scene = len(probe_scores) // scenes
+    sums: dict[str, np.ndarray] = {}  # name -> (scenes, 2): numerator, denominator
+
+    def add(name: str, scene: int, num: float, den: float) -> None:
+        sums.setdefault(name, np.zeros((scenes, 2)))[scene] += (num, den)
+
+    for n, rec in enumerate(probe_scores):
+        scene = n // per_scene
+        if "permanence" in rec:
+            p = rec["permanence"]
+            for name in (f"permanence_iou/{p['window']}", f"permanence_iou/k={p['k']}"):
+                add(name, scene, p["inter"], p["union"])
+        else:
+            for r in rec["returns"]:
+                add(f"revisit_psnr/{r['window']}", scene, r["se_real"], r["n"])
+    picks = np.random.default_rng(seed).integers(0, scenes, (BOOTSTRAP_RESAMPLES, scenes))
+    out: dict[str, Any] = {"scenes": scenes, "resamples": BOOTSTRAP_RESAMPLES}
+    for name, s in sorted(sums.items()):
+        num, den = s[picks, 0].sum(1), s[picks, 1].sum(1)
+        ok = den > 0
+        if not ok.any():
+            continue
+        values = num[ok] / den[ok]
+        if name.startswith("revisit_psnr"):
+            values = np.array([psnr_from_mse(v) for v in values])
+        out[name] = [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+    return out
+
+
 def score_suite(suite: ProbeSuite, predictors: list[Predictor], reconstruct: Callable[[np.ndarray], np.ndarray] | None = None,
                 context_window: int | None = None, keep_probes: bool = True) -> dict[str, Any]:
     """Score every predictor (and the tokenizer floor, given ``reconstruct``) on every probe.
@@ -221,7 +264,8 @@ def score_suite(suite: ProbeSuite, predictors: list[Predictor], reconstruct: Cal
         records["tokenizer_floor"] = floor
     result: dict[str, Any] = {"suite": suite.describe(), "context_window": window,
                               "predictors": {p.name: {"context_frames": p.context_frames} for p in predictors},
-                              "scores": {name: _summarise(recs) for name, recs in records.items()}}
+                              "scores": {name: {**_summarise(recs), "intervals": scene_intervals([r for _, r in recs], suite.count)}
+                                         for name, recs in records.items()}}
     if reconstruct is not None:
         result["predictors"]["tokenizer_floor"] = {"context_frames": None}
     if keep_probes:
@@ -315,13 +359,17 @@ def consistency_markdown(result: dict[str, Any]) -> str:
     fmt = lambda v, f: "–" if v is None else f.format(v)  # noqa: E731
     lines = [f"probe suite v{result['suite']['version']} ({result['suite']['fingerprint']}), "
              f"{result['suite']['num_probes']} probes, context window {result['context_window']}", "",
-             "| predictor | revisit PSNR in / beyond | revisit SSIM in / beyond | self PSNR beyond | IoU in / beyond |",
-             "|---|---|---|---|---|"]
+             "| predictor | revisit PSNR in / beyond | revisit SSIM in / beyond | self PSNR beyond | IoU in / beyond "
+             "| 95% interval over scenes: PSNR beyond, IoU beyond |",
+             "|---|---|---|---|---|---|"]
+    ci = lambda v, f: "–" if not v else f"[{f.format(v[0])}, {f.format(v[1])}]"  # noqa: E731
     for name, s in result["scores"].items():
         rv, pm = s["revisit"], s["permanence"]
         get = lambda part, w, k: part.get(w, {}).get(k)  # noqa: E731
         lines.append(f"| {name} | {fmt(get(rv, 'inside', 'psnr'), '{:.1f}')} / {fmt(get(rv, 'beyond', 'psnr'), '{:.1f}')} "
                      f"| {fmt(get(rv, 'inside', 'ssim'), '{:.3f}')} / {fmt(get(rv, 'beyond', 'ssim'), '{:.3f}')} "
                      f"| {fmt(get(rv, 'beyond', 'self_psnr'), '{:.1f}')} "
-                     f"| {fmt(get(pm, 'inside', 'iou'), '{:.2f}')} / {fmt(get(pm, 'beyond', 'iou'), '{:.2f}')} |")
+                     f"| {fmt(get(pm, 'inside', 'iou'), '{:.2f}')} / {fmt(get(pm, 'beyond', 'iou'), '{:.2f}')} "
+                     f"| {ci(s.get('intervals', {}).get('revisit_psnr/beyond'), '{:.1f}')}, "
+                     f"{ci(s.get('intervals', {}).get('permanence_iou/beyond'), '{:.2f}')} |")
     return "\n".join(lines)
