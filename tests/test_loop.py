@@ -181,3 +181,17 @@ def test_runs_from_before_pose_memory_continue(tmp_path):
     assert _read_state(tmp_path, {"model": model})["iterations"] == []
     with pytest.raises(ValueError, match="model differ"):
         _read_state(tmp_path, {"model": {**model, "memory_span": 16}})
+
+
+def test_runs_from_before_gradient_accumulation_continue(tmp_path):
+    """A loop.json written before world_model_train.grad_accum existed (one micro-batch) is the same run."""
+    import yaml
+
+    from worldsim.loop import _read_state
+
+    model = yaml.safe_load((Path(__file__).parents[1] / "configs" / "model" / "tiny.yaml").read_text())
+    old = {**model, "world_model_train": {k: v for k, v in model["world_model_train"].items() if k != "grad_accum"}}
+    (tmp_path / "loop.json").write_text(json.dumps({"version": 1, "fingerprint": {"model": old}, "iterations": []}))
+    assert _read_state(tmp_path, {"model": model})["iterations"] == []
+    with pytest.raises(ValueError, match="model differ"):
+        _read_state(tmp_path, {"model": {**model, "world_model_train": {**model["world_model_train"], "grad_accum": 2}}})

@@ -96,6 +96,8 @@ def _read_state(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
         old["agent"].setdefault("observation", "pixels")
     if isinstance(old.get("model"), dict):  # runs from before pose memory existed had none
         old["model"].setdefault("memory_span", 0)
+        if isinstance(old["model"].get("world_model_train"), dict):  # nor gradient accumulation (one micro-batch)
+            old["model"]["world_model_train"].setdefault("grad_accum", 1)
     if old != fingerprint:
         new = fingerprint
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))

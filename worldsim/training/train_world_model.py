@@ -4,13 +4,19 @@
     torchrun --nproc_per_node 2 -m worldsim.cli train-world-model env=boxing model=small
 
 Reads top to bottom: frozen tokenizer -> episodes -> latents (encoded once) -> model, EMA and
-optimiser -> (resume) -> loop (teacher-forced diffusion loss + heads) -> checkpoint. Under torchrun
-every rank draws its own windows and DDP averages gradients; rank 0 logs and writes checkpoints.
-Re-running with the same ``out`` resumes exactly (same schedule, same data order).
+optimiser -> (resume) -> loop (teacher-forced diffusion loss + heads) -> checkpoint. Re-running with
+the same ``out`` resumes exactly (same schedule, same data order).
+
+A step averages the gradients of ``grad_accum`` micro-batches on each of ``W`` processes (torchrun:
+DDP averages across ranks; rank 0 logs and writes checkpoints). Micro-batch ``m`` (= rank *
+grad_accum + i) draws its windows, noise and head dreams from its own generator seeded
+``seed * 1000 + m``, so on CPU ``W`` processes with ``grad_accum=A`` train the same model as one
+process with ``grad_accum=W*A``, up to float summation order (tested).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import asdict, dataclass
@@ -47,6 +53,7 @@ class WorldModelTrainConfig:
     head_rollout_horizon: int = 50  # their length before restarting from real play; divides ckpt_every
     head_rollout_share: float = 0.5  # their share of the heads' losses
     rollout_windows: int = 0  # windows of those dreams added to each batch: the DiT reads its own frames, learns the real next ones
+    grad_accum: int = 1  # micro-batches of batch_size per step on each process (the step's batch: batch_size x grad_accum x processes)
     lr: float = 5e-4
     weight_decay: float = 0.01
     warmup: int = 100
@@ -71,6 +78,38 @@ def encode_frames(world_model: WorldModel, frames: torch.Tensor, device: torch.d
     return torch.cat(out)
 
 
+def micro_batch_loss(net, ema: WorldModel, train: WorldModelTrainConfig, train_data: WindowDataset,
+                     latents: torch.Tensor, memory, rollouts: HeadRollouts | None, gen: torch.Generator, step: int,
+                     device: torch.device):
+    """The losses of one micro-batch: ``batch_size`` windows, the heads' extra pairs and dream
+    transitions, all drawn from the micro-batch's own generator ``gen``."""
+    idx = train_data.window_indices(train.batch_size, gen, train.end_share)  # (b, t)
+    z = latents[idx].to(device)  # (b, t, c, h, w)
+    actions, rewards, terminated = (x.to(device) for x in train_data.transitions(idx))
+    pairs = None
+    if train.head_pairs > 0:  # whole windows too, so rare episode ends are drawn as often (end_share)
+        pidx = train_data.window_indices(-(-train.head_pairs // (train.window - 1)), gen, train.end_share)
+        pz = latents[pidx].to(device)
+        _, pr, pt = (x.to(device) for x in train_data.transitions(pidx))
+        pairs = (pz[:, :-1].flatten(0, 1), pz[:, 1:].flatten(0, 1), pr.flatten(), pt.flatten())
+    dream = None if rollouts is None else rollouts.next(ema, step, gen)
+    targets = None
+    own = rollouts.windows(train.rollout_windows, gen) if train.rollout_windows else None
+    if own is not None:  # windows of the model's own rollouts, the real game's frames as targets
+        own_z, own_idx = own
+        targets = torch.cat([z, latents[own_idx].to(device)])
+        z = torch.cat([z, own_z.to(device)])
+        actions, rewards, terminated = (torch.cat([x, y.to(device)]) for x, y in
+                                        zip((actions, rewards, terminated), train_data.transitions(own_idx)))
+    mem = None
+    if memory is not None:  # the retrieved frame of every target (frames 1..t-1)
+        m_idx = memory.index[idx[:, 1:]]
+        mem = (latents[m_idx.clamp_min(0)].to(device), memory.features[idx[:, 1:]].to(device))
+    with autocast(device, train.precision):
+        return net(z, actions, rewards, terminated, gen if device.type == "cpu" else None, pairs, dream,
+                   train.head_rollout_share, targets, mem)
+
+
 def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str | Path, model_cfg: dict[str, Any],
                       train: WorldModelTrainConfig, env_meta: dict[str, Any] | None = None,
                       run_dir: str | Path | None = None, progress: bool = True,
@@ -88,6 +127,8 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
         raise ValueError(
             f"world_model_train.rollout_windows={train.rollout_windows} needs as many dreams running beside "
             f"training: set world_model_train.head_rollouts >= {train.rollout_windows} (now {train.head_rollouts}).")
+    if train.grad_accum < 1:
+        raise ValueError(f"world_model_train.grad_accum={train.grad_accum}: the micro-batches per step must be >= 1.")
     if train.window < 2:
         raise ValueError(f"world_model_train.window={train.window}: a training window needs at least 2 frames "
                          "(a context frame and a target); the default is 8.")
@@ -125,7 +166,8 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
               {"params": list(model.heads.parameters()), "lr": train.lr * train.head_lr_scale}]
     opt = torch.optim.AdamW(groups, lr=train.lr, betas=(0.9, 0.99), weight_decay=train.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, train.warmup, train.steps))
-    gen = torch.Generator().manual_seed(train.seed * 1000 + dist.rank)
+    micro = [dist.rank * train.grad_accum + i for i in range(train.grad_accum)]  # this process's micro-batches
+    gens = [torch.Generator().manual_seed(train.seed * 1000 + m) for m in micro]
     step = 0
     seconds_before = 0.0  # training time of earlier processes of this run (resumes add up)
     t0 = time.perf_counter()
@@ -147,13 +189,17 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
             m.tokenizer.load_state_dict(tokenizer.state_dict())
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
-        gen.set_state(ckpt["generators"][dist.rank] if dist.rank < len(ckpt["generators"]) else gen.get_state())
+        for m, gen in zip(micro, gens):  # micro-batches the saved run did not have start fresh
+            if m < len(ckpt["generators"]):
+                gen.set_state(ckpt["generators"][m])
         set_rng_states(ckpt["rng"])
         seconds_before = float(ckpt.get("train_seconds", 0.0))
         if dist.is_main:
             print(f"resuming world-model training from step {step} of {stop}")
     first_step = step
-    net = DistributedDataParallel(model) if dist.enabled else model
+    net = DistributedDataParallel(model) if dist.enabled else model  # (broadcasts rank 0's weights)
+    if dist.enabled and first_step == 0:  # every rank's EMA (which drives its head dreams) starts from those weights too
+        ema.load_state_dict(model.state_dict())
     latents = encode_frames(model, train_data.frames, device, progress)  # (N, c, h, w), kept on the CPU
     if step == 0:  # scale of frame-to-frame changes, for the residual parametrisation
         probe = train_data.window_indices(min(4096, len(train_data)), torch.Generator().manual_seed(train.seed))
@@ -166,16 +212,17 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
             ema.delta_std.copy_(model.delta_std)  # (reward weights come from the whole split: equal on every rank)
 
     def checkpoint(metrics: dict[str, Any] | None = None) -> None:
-        gens = [gen.get_state()]
-        if dist.enabled:  # rank 0 keeps every rank's data generator so a resume replays the same windows
-            gathered = [torch.empty_like(gens[0]) for _ in range(dist.world_size)]
-            torch.distributed.all_gather(gathered, gens[0])
-            gens = gathered
+        states = torch.stack([g.get_state() for g in gens])  # (grad_accum, n)
+        if dist.enabled:  # rank 0 keeps every micro-batch's generator so a resume replays the same windows
+            gathered = [torch.empty_like(states) for _ in range(dist.world_size)]
+            torch.distributed.all_gather(gathered, states)
+            states = torch.cat(gathered)
+        saved_gens = list(states)  # indexed by micro-batch
         if not dist.is_main:
             return
         save_checkpoint(out, {
             "kind": "world_model", "step": step, "model": model.state_dict(), "ema": ema.state_dict(),
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generators": gens,
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generators": saved_gens,
             "rng": rng_states(), "train_seconds": seconds_before + time.perf_counter() - t0,
             "config": {"model": asdict(cfg), "train": asdict(train), "frame_size": [h, w]},
             "env": dict(store.metadata),
@@ -189,10 +236,10 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
     if cfg.memory_span:  # every frame's nearest-pose predecessor, found once
         memory = episode_memory(train_data.actions, train_data.episode_lengths, Motion.from_table(model.motion.cpu()),
                                 cfg.memory_span)
-    rollouts = None
+    rollouts = [None] * len(micro)  # each micro-batch runs its own dreams
     if train.head_rollouts > 0:
-        rollouts = HeadRollouts(train_data, latents, train.head_rollouts, train.head_rollout_horizon, device,
-                                train.precision, history=train.window if train.rollout_windows else 0)
+        rollouts = [HeadRollouts(train_data, latents, train.head_rollouts, train.head_rollout_horizon, device,
+                                 train.precision, history=train.window if train.rollout_windows else 0) for _ in micro]
 
     # ---- loop
     logger = Logger(run_dir / "world_model", enabled=dist.is_main)
@@ -200,43 +247,25 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
     t0, samples = time.perf_counter(), 0
     model.train()
     while step < stop:
-        idx = train_data.window_indices(train.batch_size, gen, train.end_share)  # (b, t)
-        z = latents[idx].to(device)  # (b, t, c, h, w)
-        actions, rewards, terminated = (x.to(device) for x in train_data.transitions(idx))
-        pairs = None
-        if train.head_pairs > 0:  # whole windows too, so rare episode ends are drawn as often (end_share)
-            pidx = train_data.window_indices(-(-train.head_pairs // (train.window - 1)), gen, train.end_share)
-            pz = latents[pidx].to(device)
-            _, pr, pt = (x.to(device) for x in train_data.transitions(pidx))
-            pairs = (pz[:, :-1].flatten(0, 1), pz[:, 1:].flatten(0, 1), pr.flatten(), pt.flatten())
-        dream = None if rollouts is None else rollouts.next(ema, step, gen)
-        targets = None
-        own = rollouts.windows(train.rollout_windows, gen) if train.rollout_windows else None
-        if own is not None:  # windows of the model's own rollouts, the real game's frames as targets
-            own_z, own_idx = own
-            targets = torch.cat([z, latents[own_idx].to(device)])
-            z = torch.cat([z, own_z.to(device)])
-            actions, rewards, terminated = (torch.cat([x, y.to(device)]) for x, y in
-                                            zip((actions, rewards, terminated), train_data.transitions(own_idx)))
-        mem = None
-        if memory is not None:  # the retrieved frame of every target (frames 1..t-1)
-            m_idx = memory.index[idx[:, 1:]]
-            mem = (latents[m_idx.clamp_min(0)].to(device), memory.features[idx[:, 1:]].to(device))
-        with autocast(device, train.precision):
-            losses = net(z, actions, rewards, terminated, gen if device.type == "cpu" else None, pairs, dream,
-                         train.head_rollout_share, targets, mem)
         opt.zero_grad(set_to_none=True)
-        losses.loss.backward()
+        sums = {"loss": 0.0, "diffusion": 0.0, "reward": 0.0, "end": 0.0}
+        for i, (gen, heads_dreams) in enumerate(zip(gens, rollouts)):
+            last = i == len(gens) - 1
+            with net.no_sync() if dist.enabled and not last else contextlib.nullcontext():  # all-reduce once per step
+                losses = micro_batch_loss(net, ema, train, train_data, latents, memory, heads_dreams, gen, step, device)
+                (losses.loss / len(gens)).backward()
+            for k in sums:
+                sums[k] += getattr(losses, k).item() / len(gens)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, train.grad_clip)
         opt.step()
         sched.step()
         update_ema(ema, model, train.ema_decay)
         step += 1
-        samples += train.batch_size * dist.world_size
+        samples += train.batch_size * train.grad_accum * dist.world_size
         bar.update(1)
         if step % train.log_every == 0 or step == stop:
-            scalars = {"wm/loss": losses.loss.item(), "wm/diffusion_loss": losses.diffusion.item(),
-                       "wm/reward_loss": losses.reward.item(), "wm/end_loss": losses.end.item(),
+            scalars = {"wm/loss": sums["loss"], "wm/diffusion_loss": sums["diffusion"],
+                       "wm/reward_loss": sums["reward"], "wm/end_loss": sums["end"],
                        "wm/grad_norm": float(grad_norm), "wm/lr": sched.get_last_lr()[0],
                        "wm/samples_per_s": samples / (time.perf_counter() - t0)}
             logger.log(step, scalars)
@@ -247,7 +276,7 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
     seconds = time.perf_counter() - t0
     metrics = {"train_seconds": seconds_before + seconds,  # every process of the run
                "samples_per_s": samples / max(seconds, 1e-9),
-               "final_diffusion_loss": float(losses.diffusion), "steps": step}
+               "final_diffusion_loss": sums["diffusion"], "steps": step}
     if device.type == "cpu":
         import resource
 
