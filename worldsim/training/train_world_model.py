@@ -248,14 +248,14 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
     model.train()
     while step < stop:
         opt.zero_grad(set_to_none=True)
-        sums = {"loss": 0.0, "diffusion": 0.0, "reward": 0.0, "end": 0.0}
+        sums = dict.fromkeys(("loss", "diffusion", "reward", "end"), 0.0)  # micro-batch means (tensors: no sync here)
         for i, (gen, heads_dreams) in enumerate(zip(gens, rollouts)):
             last = i == len(gens) - 1
             with net.no_sync() if dist.enabled and not last else contextlib.nullcontext():  # all-reduce once per step
                 losses = micro_batch_loss(net, ema, train, train_data, latents, memory, heads_dreams, gen, step, device)
                 (losses.loss / len(gens)).backward()
             for k in sums:
-                sums[k] += getattr(losses, k).item() / len(gens)
+                sums[k] = sums[k] + getattr(losses, k).detach() / len(gens)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, train.grad_clip)
         opt.step()
         sched.step()
@@ -264,8 +264,8 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
         samples += train.batch_size * train.grad_accum * dist.world_size
         bar.update(1)
         if step % train.log_every == 0 or step == stop:
-            scalars = {"wm/loss": sums["loss"], "wm/diffusion_loss": sums["diffusion"],
-                       "wm/reward_loss": sums["reward"], "wm/end_loss": sums["end"],
+            scalars = {"wm/loss": float(sums["loss"]), "wm/diffusion_loss": float(sums["diffusion"]),
+                       "wm/reward_loss": float(sums["reward"]), "wm/end_loss": float(sums["end"]),
                        "wm/grad_norm": float(grad_norm), "wm/lr": sched.get_last_lr()[0],
                        "wm/samples_per_s": samples / (time.perf_counter() - t0)}
             logger.log(step, scalars)
@@ -276,7 +276,7 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
     seconds = time.perf_counter() - t0
     metrics = {"train_seconds": seconds_before + seconds,  # every process of the run
                "samples_per_s": samples / max(seconds, 1e-9),
-               "final_diffusion_loss": sums["diffusion"], "steps": step}
+               "final_diffusion_loss": float(sums["diffusion"]), "steps": step}
     if device.type == "cpu":
         import resource
 
