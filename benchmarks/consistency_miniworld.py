@@ -4,8 +4,11 @@
   policy (sticky-random segments mixed with excursions that come back: turn away, turn back);
   training play with seed 0 and held-out play with seed 1, in two stores;
 * tokenizer and world model of the ``small`` preset at the default run's budget;
-* ``worldsim evaluate-world-model`` on the held-out play and ``worldsim bench-consistency`` (probe
-  suite v1: revisits, loops, object permanence; against repeat-last and the tokenizer floor).
+* ``worldsim evaluate-world-model`` on the held-out play and ``worldsim bench-consistency`` (the
+  probe suite: revisits, loops, object permanence; against repeat-last and the tokenizer floor).
+
+``--task MiniWorld-WallWalk-v0`` runs the same recipe in the occlusion scene (a wall hides the box
+while the agent walks by: the suite's walk-by probes instead of the turn-aways).
 
     python benchmarks/consistency_miniworld.py --root runs/benchmark/miniworld \\
         --out benchmarks/results/consistency_miniworld.json

@@ -3,6 +3,9 @@
 * Any MiniWorld task registered with Gymnasium can be named, as ``task="MiniWorld-OneRoom-v0"``
   or, shorter, ``task="OneRoom"`` (case-insensitive; the ``MiniWorld-`` prefix and ``-v0`` suffix
   are optional).
+  worldsim registers one of its own, ``MiniWorld-WallWalk-v0`` (``envs/miniworld_tasks.py``).
+* ``entity_pixels(i)``: the pixels entity ``i`` contributes to the current view (rendered again
+  without it): ground truth for the consistency probes.
 * Observation: the agent's first-person view, ``uint8`` RGB ``(h, w, 3)``, rendered by OpenGL
   directly at ``frame_size`` (default 64×64) rather than resized afterwards.
 * Actions: ``Discrete(n)`` with the task's own ``n`` (most tasks: ``turn_left``, ``turn_right``,
@@ -77,6 +80,10 @@ def _import_miniworld():
     os.environ.setdefault("PYGLET_HEADLESS", "True")
     try:
         import miniworld  # noqa: F401  (registers the MiniWorld-* ids with gymnasium)
+
+        from worldsim.envs.miniworld_tasks import register
+
+        register()  # worldsim's own tasks (MiniWorld-WallWalk-v0)
     except ImportError as e:
         raise ImportError(f"MiniWorld is not installed ({e}). {_INSTALL_HINT}") from e
     except Exception as e:  # pyglet fails at import when it finds no display / no GL
@@ -254,6 +261,23 @@ class MiniWorldEnv(gym.Env[np.ndarray, np.int64]):
         self._last_obs, extras = self._frame(obs)
         info = {**self._state(), **extras}
         return self._last_obs, float(reward), bool(terminated), bool(truncated), info
+
+    def entity_pixels(self, entity: int) -> np.ndarray:
+        """Ground truth for probes: bool (h, w), the pixels that entity ``entity`` (an index of
+        ``state/entity_*``) contributes to the current view, found by rendering the view again without
+        it. Empty when it is out of view or hidden behind a wall, whatever its colour looks like."""
+        self._own_display_list()
+        env, ent = self._env, self._entities[entity]
+        with_it = self._frame(env.render_obs())[0]
+        if ent not in env.entities:  # picked up / removed: contributes nothing
+            return np.zeros(with_it.shape[:2], dtype=bool)
+        at = env.entities.index(ent)
+        env.entities.remove(ent)
+        try:
+            without = self._frame(env.render_obs())[0]
+        finally:
+            env.entities.insert(at, ent)
+        return np.abs(with_it.astype(np.int16) - without.astype(np.int16)).max(-1) > 0
 
     def render(self):
         if self.render_mode == "rgb_array":

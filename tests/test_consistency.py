@@ -14,21 +14,25 @@ pytest.importorskip("miniworld")
 
 from worldsim.evaluation import probes as P  # noqa: E402
 from worldsim.evaluation.consistency import (  # noqa: E402
-    Predictor, predictor_inputs, repeat_last, scene_intervals, score_suite, tokenizer_reconstruct, world_model_predictor, write_results)
+    Predictor, consistency_markdown, predictor_inputs, repeat_last, scene_intervals, score_suite, tokenizer_reconstruct, world_model_predictor, write_results)
 from worldsim.metrics import psnr_from_mse  # noqa: E402
 
 SMALL = P.SuiteConfig(context_frames=8, turn_back=(1, 4), out_and_back=(2,), permanence=(1, 12))
 TINY = P.SuiteConfig(context_frames=8, turn_back=(1,), full_turn=False, out_and_back=(), permanence=(1,))
 
 
-@pytest.fixture(scope="module")
-def env():
+def open_env(cfg):
     from worldsim.envs.miniworld import MiniWorldEnv
 
     try:
-        e = MiniWorldEnv(task=SMALL.task, frame_size=SMALL.frame_size, max_episode_steps=100_000)
+        return MiniWorldEnv(task=cfg.task, frame_size=cfg.frame_size, max_episode_steps=100_000)
     except (ImportError, RuntimeError) as err:  # no OpenGL: MiniWorld cannot render here
         pytest.skip(f"MiniWorld cannot render: {err}")
+
+
+@pytest.fixture(scope="module")
+def env():
+    e = open_env(SMALL)
     yield e
     e.close()
 
@@ -44,16 +48,7 @@ def by_kind(suite, kind):
 
 def removal_mask(env, entity: int) -> np.ndarray:
     """Ground-truth pixels of an entity in the env's current view: those that change when it is not drawn."""
-    inner = env.unwrapped._env
-    ent = env.unwrapped._entities[entity]
-    with_it = inner.render_obs()
-    at = inner.entities.index(ent)
-    inner.entities.remove(ent)
-    try:
-        without = inner.render_obs()
-    finally:
-        inner.entities.insert(at, ent)
-    return np.abs(with_it.astype(int) - without.astype(int)).max(-1) > 0
+    return env.unwrapped.entity_pixels(entity)
 
 
 # ----------------------------------------------------------------------------- probe ground truth
@@ -298,3 +293,65 @@ def test_scene_intervals_resample_scenes_and_pool_like_the_point_estimate():
     assert scene_intervals(records, scenes=4, seed=0) == out  # seeded
     assert scene_intervals(records, scenes=1) == {}  # one scene: no interval
     assert scene_intervals(records[:-1], scenes=4) == {}  # scenes of unequal size: refused, not guessed
+
+
+# ----------------------------------------------------------------------------- walk-by: a wall hides the object
+WALK = P.SuiteConfig.for_task("MiniWorld-WallWalk-v0", context_frames=16, turn_back=(), full_turn=False,
+                              out_and_back=())
+
+
+@pytest.fixture(scope="module")
+def wall_env():
+    e = open_env(WALK)
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="module")
+def walk_suite(wall_env):
+    return P.make_suite(seed=0, count=1, cfg=WALK, env=wall_env)
+
+
+def test_walk_by_a_wall_really_hides_the_object_in_front_of_the_camera(walk_suite, wall_env):
+    from worldsim.envs.miniworld_tasks import GAP_HALF_WIDTH
+
+    assert [p.probe.params["m"] for p in walk_suite.probes] == [1, 2, 4, 8] and WALK.permanence == ()
+    for played in walk_suite.probes:
+        probe, target = played.probe, played.probe.params["target"]
+        (face, ret), = probe.returns
+        lo, hi = probe.params["hidden"]
+        assert (lo, hi) == (0, 2 * probe.params["m"]) and probe.params["k"] == hi - lo + 1
+        assert P.same_pose(played.pose(face), played.pose(ret))  # walked back to where it stood
+        obj = np.asarray(probe.params["target_pos"])
+        for t in range(face, ret + 1):  # ground truth, re-rendered with and without the box
+            P.play(wall_env, probe.seed, played.all_actions[: played.origin + t])
+            drawn = removal_mask(wall_env, target).any()
+            x, z, heading = played.pose(t)
+            bearing = math.degrees(P._wrap(math.atan2(-(obj[2] - z), obj[0] - x) - heading))
+            crossing = x + (obj[0] - x) * z / (z - obj[2])  # where the line of sight meets the wall's middle
+            if lo <= t <= hi:  # hidden, though in front of the camera, because the wall is in the way
+                assert not drawn and abs(bearing) < 30 and played.target_pixels[played.origin + t] == 0
+            if t in (face, ret):
+                assert drawn and abs(crossing) < GAP_HALF_WIDTH  # seen through the gap
+        steps = np.diff(played.poses[played.origin + face:, :2], axis=0)
+        assert (np.hypot(*steps.T) > 0.1).all()  # every step walked (0.15 m)
+
+
+def test_walk_by_is_scored_as_occlusion(walk_suite):
+    truth = {}
+    for played in walk_suite.probes:
+        ctx, _, actions = predictor_inputs(played, 4)
+        truth[(ctx.tobytes(), actions.tobytes())] = played.frames[played.origin + 1 :]
+    perfect = Predictor("perfect", 4, lambda ctx, _, a: truth[(ctx.tobytes(), np.asarray(a).tobytes())])
+    result = score_suite(walk_suite, [perfect, repeat_last()])
+    occ = result["scores"]["perfect"]["occlusion"]
+    assert set(occ["by_k"]) == {"3", "5", "9", "17"} and all(g["iou"] == 1 for g in occ["by_k"].values())
+    assert result["scores"]["repeat_last"]["occlusion"]["beyond"]["iou"] == 0  # frame 0 does not show it
+    assert result["scores"]["perfect"]["permanence"]["by_k"] == {}  # none in this suite
+    assert "walk-by IoU" in consistency_markdown(result)
+
+
+def test_one_room_suite_is_unchanged_by_version_2(env):
+    """Version 2 only added walk_by probes: OneRoom's default suite holds version 1's probes."""
+    suite = P.make_suite(seed=0, count=1, env=env)
+    assert P.suite_fingerprint([p.probe for p in suite.probes], "1") == P.SUITE_FINGERPRINTS["1"]

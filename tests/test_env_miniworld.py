@@ -142,3 +142,24 @@ def test_gym_make_short_task_and_time_limit():
     with pytest.raises(ValueError, match="outside the action space"):
         env.unwrapped.step(7)
     env.close()
+
+
+def test_wall_walk_task_walks_back_and_passes_the_checkers():
+    from worldsim.evaluation.probes import SuiteConfig
+
+    env = MiniWorldEnv(task="WallWalk", frame_size=32)  # worldsim's own task, by its short name too
+    try:
+        assert env.task == "MiniWorld-WallWalk-v0"
+        assert env.action_meanings == ["turn_left", "turn_right", "move_forward", "move_back"]
+        assert env.motion[3] == (-env.motion[2][0], 0.0) and env.motion[2][0] > 0
+        _, info = env.reset(seed=0)
+        assert info["state/agent_pos"][2] > 0.5 > -0.5 > info["state/entity_pos"][0][2]  # the wall between them
+        p0 = info["state/agent_pos"].copy()
+        env.step(2)
+        info = env.step(3)[4]
+        assert np.allclose(info["state/agent_pos"], p0, atol=1e-5)  # forward then back: the same place
+        check_env(env, skip_render_check=True)
+    finally:
+        env.close()
+    assert SuiteConfig.for_task("MiniWorld-WallWalk-v0").walk_by and not SuiteConfig.for_task("MiniWorld-WallWalk-v0").permanence
+    assert SuiteConfig.for_task("MiniWorld-OneRoom-v0") == SuiteConfig()

@@ -35,11 +35,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from worldsim.evaluation.probes import ProbeSuite, PlayedProbe, colour_mask
+from worldsim.evaluation.probes import OCCLUDED_KINDS, ProbeSuite, PlayedProbe, colour_mask
 from worldsim.io import atomic_write_json, atomic_write_with
 from worldsim.metrics import laplacian_abs, psnr_from_mse, ssim
 
 PredictFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+GROUP = {"permanence": "permanence", "walk_by": "occlusion"}  # score group of each occluded kind
 
 
 @dataclass
@@ -128,14 +129,14 @@ def score_probe(played: PlayedProbe, predicted: np.ndarray, window: int) -> dict
             "n": float(r.size), "se_real": _se(d, r), "ssim_real": float(ssim(_t(d), _t(r))[0]),
             "lap_pred": lap_d, "lap_true": lap_r, "se_self": _se(d, e), "ssim_self": float(ssim(_t(d), _t(e))[0]),
             "self_dreamed": i >= 1})
-    if probe.kind == "permanence":
+    if probe.kind in OCCLUDED_KINDS:  # permanence (turned away) or occlusion (walk_by: a wall hid it)
         color = probe.params["color"]
         (_, ret), = probe.returns
         lo, hi = probe.params["hidden"]
         md, mr = colour_mask(predicted, color), colour_mask(real, color)  # (T, h, w): frames 1..T
         back = [t for t in range(hi + 1, ret + 1) if mr[t - 1].any()]
         hidden = list(range(max(lo, 1), hi + 1))  # dreamed hidden frames (frame 0 is real)
-        out["permanence"] = {
+        out[GROUP[probe.kind]] = {
             "k": probe.params["k"], "gap": probe.params["gap"], "window": "inside" if probe.params["gap"] <= window else "beyond",
             "inter": int((md[ret - 1] & mr[ret - 1]).sum()), "union": int((md[ret - 1] | mr[ret - 1]).sum()),
             "area_pred": int(md[ret - 1].sum()), "area_true": int(mr[ret - 1].sum()),
@@ -174,20 +175,21 @@ def _pool_permanence(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def _summarise(records: list[tuple[PlayedProbe, dict[str, Any]]]) -> dict[str, Any]:
     by_length, by_kind, by_window = defaultdict(list), defaultdict(list), defaultdict(list)
     path = defaultdict(lambda: [0.0, 0.0])
-    perm_k, perm_window = defaultdict(list), defaultdict(list)
+    occluded = {g: (defaultdict(list), defaultdict(list)) for g in GROUP.values()}  # group -> by k, by window
     for played, rec in records:
         kind = played.probe.kind
         for r in rec["returns"]:
-            if kind != "permanence":
+            if kind not in OCCLUDED_KINDS:
                 by_length[r["loop"]].append(r)
                 by_kind[(kind, r["loop"])].append(r)
                 by_window[r["window"]].append(r)
         path[kind][0] += rec["path"]["se"]
         path[kind][1] += rec["path"]["n"]
-        if "permanence" in rec:
-            p = {**rec["permanence"], "psnr_return": rec["returns"][0]}
-            perm_k[p["k"]].append(p)
-            perm_window[p["window"]].append(p)
+        for group, (by_k, by_w) in occluded.items():
+            if group in rec:
+                p = {**rec[group], "psnr_return": rec["returns"][0]}
+                by_k[p["k"]].append(p)
+                by_w[p["window"]].append(p)
     kinds: dict[str, dict[str, Any]] = defaultdict(dict)
     for (kind, loop), rows in sorted(by_kind.items()):
         kinds[kind][str(loop)] = _pool_returns(rows)
@@ -195,10 +197,11 @@ def _summarise(records: list[tuple[PlayedProbe, dict[str, Any]]]) -> dict[str, A
         "revisit": {"by_loop_length": {str(L): _pool_returns(by_length[L]) for L in sorted(by_length)},
                     "by_kind": dict(kinds), **{w: _pool_returns(by_window[w]) for w in ("inside", "beyond") if by_window[w]}},
         "path_psnr": {k: psnr_from_mse(se / n) for k, (se, n) in sorted(path.items())},
-        "permanence": {"by_k": {str(k): {**_pool_permanence(perm_k[k]),
-                                         "psnr_return": _pool_returns([p["psnr_return"] for p in perm_k[k]])["psnr"]}
-                                for k in sorted(perm_k)},
-                       **{w: _pool_permanence(perm_window[w]) for w in ("inside", "beyond") if perm_window[w]}},
+        **{group: {"by_k": {str(k): {**_pool_permanence(by_k[k]),
+                                     "psnr_return": _pool_returns([p["psnr_return"] for p in by_k[k]])["psnr"]}
+                            for k in sorted(by_k)},
+                   **{w: _pool_permanence(by_w[w]) for w in ("inside", "beyond") if by_w[w]}}
+           for group, (by_k, by_w) in occluded.items() if by_k or group == "permanence"},
     }
 
 
@@ -222,11 +225,12 @@ def scene_intervals(probe_scores: list[dict[str, Any]], scenes: int, seed: int =
 
     for n, rec in enumerate(probe_scores):
         scene = n // per_scene
-        if "permanence" in rec:
-            p = rec["permanence"]
-            for name in (f"permanence_iou/{p['window']}", f"permanence_iou/k={p['k']}"):
+        groups = [g for g in GROUP.values() if g in rec]
+        for g in groups:
+            p = rec[g]
+            for name in (f"{g}_iou/{p['window']}", f"{g}_iou/k={p['k']}"):
                 add(name, scene, p["inter"], p["union"])
-        else:
+        if not groups:
             for r in rec["returns"]:
                 add(f"revisit_psnr/{r['window']}", scene, r["se_real"], r["n"])
     picks = np.random.default_rng(seed).integers(0, scenes, (BOOTSTRAP_RESAMPLES, scenes))
@@ -279,7 +283,8 @@ PLOT_CAP_DB = 60.0  # an exact prediction has infinite PSNR: drawn at this heigh
 
 
 def plot_consistency(result: dict[str, Any], path: str | Path) -> Path:
-    """Return PSNR / SSIM / self-consistency vs loop length and permanence IoU vs k, one line per predictor."""
+    """Return PSNR / SSIM / self-consistency vs loop length and permanence (or occlusion) IoU vs frames
+    hidden, one line per predictor."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -288,18 +293,22 @@ def plot_consistency(result: dict[str, Any], path: str | Path) -> Path:
     panels = (("revisit", "psnr", "return PSNR vs real (dB)"), ("revisit", "ssim", "return SSIM vs real"),
               ("revisit", "self_psnr", "return PSNR vs dream's earlier frame (dB)"),
               ("permanence", "iou", "permanence: mask IoU at return"))
+    if any("occlusion" in s for s in result["scores"].values()):
+        panels = panels[:3] + (("occlusion", "iou", "walk-by (a wall hides it): mask IoU at return"),)
+        if any(s["permanence"]["by_k"] for s in result["scores"].values()):
+            panels += (("permanence", "iou", "permanence: mask IoU at return"),)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.6))
     C = result["context_window"]
     for ax, (part, metric, title) in zip(axes, panels):
         for name, scores in result["scores"].items():
-            groups = scores[part]["by_loop_length" if part == "revisit" else "by_k"]
+            groups = scores.get(part, {}).get("by_loop_length" if part == "revisit" else "by_k", {})
             xs = [int(x) for x in groups if groups[x].get(metric) is not None]
             ys = [min(groups[str(x)][metric], PLOT_CAP_DB) for x in xs]
             ax.plot(xs, ys, "o-", label=name.replace("_", " "), ms=4)
         if part == "revisit":  # permanence is inside by its gap (about k + 7), not by k
             ax.axvline(C, color="grey", ls="--", lw=0.8)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("loop length (steps)" if part == "revisit" else "k (frames out of view)")
+        ax.set_xlabel("loop length (steps)" if part == "revisit" else "k (frames the object is hidden)")
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -333,8 +342,8 @@ def bench_consistency(model, ckpt: dict[str, Any], out_dir: str | Path | None, s
     if h != w:
         raise ValueError(f"the probe suite renders square frames; the checkpoint works at {h}×{w}.")
     C = int(model.cfg.dit.context_frames)
-    cfg = SuiteConfig(task=env.get("env_kwargs", {}).get("task", SuiteConfig.task), frame_size=int(h),
-                      context_frames=max(SuiteConfig.context_frames, C))
+    cfg = SuiteConfig.for_task(env.get("env_kwargs", {}).get("task", SuiteConfig.task), frame_size=int(h),
+                               context_frames=max(SuiteConfig.context_frames, C))
     suite = make_suite(seed, count, cfg)
     device = next(model.parameters()).device
     history = cfg.context_frames if model.cfg.memory_span else None  # pose memory: every real frame of the prefix
@@ -362,6 +371,9 @@ def consistency_markdown(result: dict[str, Any]) -> str:
              "| predictor | revisit PSNR in / beyond | revisit SSIM in / beyond | self PSNR beyond | IoU in / beyond "
              "| 95% interval over scenes: PSNR beyond, IoU beyond |",
              "|---|---|---|---|---|---|"]
+    occlusion = any("occlusion" in s for s in result["scores"].values())
+    if occlusion:  # walk_by probes: a wall hid the object
+        lines[2], lines[3] = lines[2] + " walk-by IoU in / beyond [95% beyond] |", lines[3] + "---|"
     ci = lambda v, f: "–" if not v else f"[{f.format(v[0])}, {f.format(v[1])}]"  # noqa: E731
     for name, s in result["scores"].items():
         rv, pm = s["revisit"], s["permanence"]
@@ -371,5 +383,8 @@ def consistency_markdown(result: dict[str, Any]) -> str:
                      f"| {fmt(get(rv, 'beyond', 'self_psnr'), '{:.1f}')} "
                      f"| {fmt(get(pm, 'inside', 'iou'), '{:.2f}')} / {fmt(get(pm, 'beyond', 'iou'), '{:.2f}')} "
                      f"| {ci(s.get('intervals', {}).get('revisit_psnr/beyond'), '{:.1f}')}, "
-                     f"{ci(s.get('intervals', {}).get('permanence_iou/beyond'), '{:.2f}')} |")
+                     f"{ci(s.get('intervals', {}).get('permanence_iou/beyond'), '{:.2f}')} |"
+                     + (f" {fmt(get(s.get('occlusion', {}), 'inside', 'iou'), '{:.2f}')} / "
+                        f"{fmt(get(s.get('occlusion', {}), 'beyond', 'iou'), '{:.2f}')} "
+                        f"{ci(s.get('intervals', {}).get('occlusion_iou/beyond'), '{:.2f}')} |" if occlusion else ""))
     return "\n".join(lines)
