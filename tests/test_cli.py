@@ -137,3 +137,13 @@ def test_run_budgets_compose_and_command_line_overrides_win():
     assert quick.model.world_model_train.steps < default.model.world_model_train.steps
     assert quick.run_dir != default.run_dir  # a quick look never mixes into the default run's checkpoints
     assert compose("run", ["budget=quick", "collect.steps=123"]).collect.steps == 123
+
+
+def test_commands_flush_subnormal_floats_to_zero():
+    """Subnormal arithmetic is ~100x slower on CPUs: every command turns it off (worldsim.runtime)."""
+    import torch
+
+    torch.set_flush_denormal(False)
+    assert (torch.tensor([1e-39]) * 1.0).item() != 0.0  # a subnormal float32 survives
+    main(["--help"])
+    assert (torch.tensor([1e-39]) * 1.0).item() == 0.0

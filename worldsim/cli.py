@@ -75,6 +75,9 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from worldsim.runtime import flush_denormals
+
+    flush_denormals()  # every command: subnormal floats slow CPU arithmetic ~100x
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0

@@ -23,7 +23,7 @@ from worldsim.data.store import EpisodeStore
 from worldsim.metrics import psnr_from_mse, squared_error_sums
 from worldsim.models.tokenizer import Tokenizer, TokenizerConfig, frames_to_float, tokenizer_loss
 from worldsim.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from worldsim.runtime import autocast, resolve_device
+from worldsim.runtime import autocast, flush_denormals, resolve_device
 from worldsim.training.runtime import Logger, lr_factor, rng_states, set_rng_states
 
 
@@ -73,6 +73,7 @@ def train_tokenizer(data_dir: str | Path, out: str | Path, model_cfg: TokenizerC
     stop = train.steps if until is None else min(int(until), train.steps)
     run_dir = Path(run_dir) if run_dir else out.parent
     device = resolve_device(train.device)
+    flush_denormals()  # (library callers too)
     torch.manual_seed(train.seed)
 
     # ---- data

@@ -33,7 +33,7 @@ from worldsim.models.checkpoint import CheckpointError, load_checkpoint, save_ch
 from worldsim.models.loading import load_tokenizer, saved_world_model_config, world_model_config
 from worldsim.models.memory import Motion, episode_memory
 from worldsim.models.world_model import WorldModel
-from worldsim.runtime import autocast, resolve_device
+from worldsim.runtime import autocast, flush_denormals, resolve_device
 from worldsim.training.head_rollouts import HeadRollouts
 from worldsim.training.runtime import (Logger, cleanup_distributed, lr_factor, rng_states, set_rng_states,
                                        setup_distributed, update_ema)
@@ -134,6 +134,7 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
                          "(a context frame and a target); the default is 8.")
     run_dir = Path(run_dir) if run_dir else out.parent
     device = resolve_device(train.device)
+    flush_denormals()  # (library callers too: the heads' gradients underflow on games without rewards)
     dist = setup_distributed(device)
     torch.manual_seed(train.seed + dist.rank)
     progress = progress and dist.is_main
