@@ -13,6 +13,13 @@ Data flow, one subpackage per stage (a module imports only from earlier stages):
 
 __version__ = "0.1.0"
 
+from worldsim.runtime import flush_denormals  # noqa: E402
+
+# Subnormal floats run ~100x slower on CPUs (docs/benchmarks.md "Subnormal floats"). The CPU flag is
+# per thread and torch's worker threads copy it when they start, which is at the first parallel op:
+# so it is set on import, before a worldsim user computes anything.
+flush_denormals()
+
 from worldsim.envs import make_env, register_envs  # noqa: E402
 
 register_envs()

@@ -26,7 +26,10 @@ def resolve_device(name: str = "auto") -> torch.device:
 def flush_denormals() -> None:
     """Treat subnormal floats (|x| < 1.2e-38) as zero on the CPU (flush-to-zero / denormals-are-zero).
 
-    Every worldsim command and training loop calls it. Subnormal arithmetic is ~100x slower on x86:
+    ``import worldsim`` calls it, and so does every command and training loop. The flag is per
+    thread: torch's worker threads take it from the main thread when they start (at the first
+    parallel op), so it must be set before anything is computed; set after, only the main thread
+    flushes (measured: the slowdown below came back). Subnormal arithmetic is ~100x slower on x86:
     measured, a `small_memory` world model on MiniWorld-WallWalk (no rewards, no episode ends, so the
     heads' losses go to ~0 and their gradients underflow) slowed from 0.9 to 2.3 s per step after 50
     steps and to 7-9 s by step 75 without it, and stayed at 0.8-1.0 s with it (docs/benchmarks.md).
