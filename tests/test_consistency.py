@@ -355,3 +355,8 @@ def test_one_room_suite_is_unchanged_by_version_2(env):
     """Version 2 only added walk_by probes: OneRoom's default suite holds version 1's probes."""
     suite = P.make_suite(seed=0, count=1, env=env)
     assert P.suite_fingerprint([p.probe for p in suite.probes], "1") == P.SUITE_FINGERPRINTS["1"]
+
+
+def test_walk_by_needs_a_task_that_walks_back(env):
+    with pytest.raises(ValueError, match="move_back"):
+        P.make_suite(seed=0, count=1, cfg=P.SuiteConfig(walk_by=(1,), permanence=()), env=env)

@@ -352,6 +352,9 @@ def make_suite(seed: int = 0, count: int = 4, cfg: SuiteConfig | None = None, en
     env = env or MiniWorldEnv(task=cfg.task, frame_size=cfg.frame_size, max_episode_steps=100_000)
     try:
         m = _Moves(env.unwrapped.action_meanings)
+        if cfg.walk_by and m.B is None:
+            raise ValueError(f"walk_by probes walk back (move_back), which {cfg.task} does not have; use "
+                             "MiniWorld-WallWalk-v0 or set walk_by=().")
         _check_turn_step(env, m)
         probes: list[PlayedProbe] = []
         for scene in range(count):
