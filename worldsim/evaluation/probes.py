@@ -81,10 +81,10 @@ class SuiteConfig:
 
     @classmethod
     def for_task(cls, task: str, **kwargs: Any) -> "SuiteConfig":
-        """The default suite of a task: walk_by probes (1, 2, 4, 8) instead of permanence where a wall
+        """The default suite of a task: walk_by probes (1, 2, 4) instead of permanence where a wall
         hides the object (an object across the wall seldom shows from the start position)."""
         if task in WALK_BY_TASKS:
-            kwargs = {"walk_by": (1, 2, 4, 8), "permanence": (), **kwargs}
+            kwargs = {"walk_by": (1, 2, 4), "permanence": (), **kwargs}
         return cls(task=task, **kwargs)
 
 
