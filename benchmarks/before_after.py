@@ -63,3 +63,14 @@ def alternate(before: Path, rounds: int, measure: Callable[[Path], dict], label:
     med = {w: {k: statistics.median(m[k] for m in ms) for k in ms[0] if isinstance(ms[0][k], (int, float))}
            for w, ms in runs.items()}
     return {"rounds": rounds, "runs": runs, **med}
+
+
+def per_checkpoint_steps(ap, args) -> list:
+    """``--labels`` and ``--sampling-steps`` checked against ``--checkpoints`` (one each); the steps,
+    ``None`` (each model's own) when not given."""
+    if len(args.labels) != len(args.checkpoints):
+        ap.error("give one label per checkpoint")
+    steps = args.sampling_steps or [None] * len(args.checkpoints)
+    if len(steps) != len(args.checkpoints):
+        ap.error("give one --sampling-steps value per checkpoint")
+    return steps

@@ -21,7 +21,7 @@ from worldsim.io import atomic_write_json
 from worldsim.sim.dream_env import DreamVectorEnv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from before_after import matmul_peak  # noqa: E402
+from before_after import matmul_peak, per_checkpoint_steps  # noqa: E402
 from dream_throughput import time_env  # noqa: E402
 
 
@@ -48,11 +48,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    if len(args.labels) != len(args.checkpoints):
-        ap.error("give one label per checkpoint")
-    steps = args.sampling_steps or [None] * len(args.checkpoints)
-    if len(steps) != len(args.checkpoints):
-        ap.error("give one --sampling-steps value per checkpoint")
+    steps = per_checkpoint_steps(ap, args)
     out = {"batch": args.batch, "threads": torch.get_num_threads(), "rounds": args.rounds,
            "checkpoints": dict(zip(args.labels, args.checkpoints)),
            "sampling_steps": dict(zip(args.labels, steps)), "cases": []}

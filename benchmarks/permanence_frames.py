@@ -14,6 +14,8 @@ probe's mask IoU printed under each dream. A checkpoint may be listed twice with
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -22,6 +24,9 @@ from worldsim.evaluation import probes as P
 from worldsim.evaluation.consistency import predictor_inputs, world_model_predictor
 from worldsim.io import atomic_write_with
 from worldsim.models.loading import load_world_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from before_after import per_checkpoint_steps  # noqa: E402
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -38,11 +43,7 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=3)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    if len(args.labels) != len(args.checkpoints):
-        ap.error("give one label per checkpoint")
-    steps = args.sampling_steps or [None] * len(args.checkpoints)
-    if len(steps) != len(args.checkpoints):
-        ap.error("give one --sampling-steps value per checkpoint")
+    steps = per_checkpoint_steps(ap, args)
     models, ckpts = zip(*(load_world_model(c) for c in args.checkpoints))
     size = int(ckpts[0]["config"]["frame_size"][0])
     suite = P.make_suite(0, args.scene + 1, P.SuiteConfig(frame_size=size))
