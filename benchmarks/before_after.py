@@ -74,3 +74,21 @@ def per_checkpoint_steps(ap, args) -> list:
     if len(steps) != len(args.checkpoints):
         ap.error("give one --sampling-steps value per checkpoint")
     return steps
+
+
+def training_overrides(model: str, data: str, tokenizer: str, run_dir: Path, steps: int, extra: list[str]) -> list[str]:
+    """A fresh, quiet ``worldsim train-world-model`` into ``run_dir`` (the training-speed benchmarks)."""
+    return [f"model={model}", f"data_dir={data}", f"tokenizer={tokenizer}", f"run_dir={run_dir}",
+            f"out={run_dir / 'world_model.pt'}", "progress=false", "device=cpu",
+            f"model.world_model_train.steps={steps}", *extra]
+
+
+def timed_run(cmd: list[str], env: dict | None = None) -> dict:
+    """The fp32 / bf16 matmul peaks measured just before, then ``cmd``'s wall seconds; exits with the
+    command's stderr if it fails."""
+    peaks = {"fp32_peak_gflops": matmul_peak(torch.float32, 1.0), "bf16_peak_gflops": matmul_peak(torch.bfloat16, 1.0)}
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd[:6])} ... failed:\n{proc.stderr[-3000:]}")
+    return {"wall_seconds": time.perf_counter() - t, **peaks}

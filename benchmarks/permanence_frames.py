@@ -1,11 +1,12 @@
-"""Still frames for the docs: what the dream draws when the agent turns back to an object.
+"""Still frames for the docs: what the dream draws when the agent turns back (or walks back) to an object.
 
     python benchmarks/permanence_frames.py --checkpoints runs/miniworld/run/world_model.pt \\
         runs/miniworld_memory/run/world_model.pt --labels "no memory" "pose memory" \\
         --out docs/media/miniworld_permanence.png [--sampling-steps 1 2]
 
-One row per permanence probe of scene ``--scene`` of the default suite (seed 0): the real frame
-facing the object before the turn-away, then at the return frame the real view and each model's
+One row per permanence probe of the scenes ``--scenes`` of the default suite (seed 0) of ``--task`` (the
+walk-by probes on a task where a wall hides the object, e.g. ``MiniWorld-WallWalk-v0``): the real
+frame facing the object before it was hidden, then at the return frame the real view and each model's
 dream (given the inputs ``worldsim bench-consistency`` gives it, same seeded noise), with the
 probe's mask IoU printed under each dream. A checkpoint may be listed twice with different
 ``--sampling-steps`` (one value per checkpoint). Writes one PNG, atomically.
@@ -39,15 +40,18 @@ def main() -> None:
     ap.add_argument("--checkpoints", nargs="+", required=True)
     ap.add_argument("--labels", nargs="+", required=True)
     ap.add_argument("--sampling-steps", nargs="+", type=int, help="denoiser steps per frame, one per checkpoint")
-    ap.add_argument("--scene", type=int, default=0)
+    ap.add_argument("--scenes", nargs="+", type=int, default=[0], help="which scenes of the suite (0 = the first)")
+    ap.add_argument("--task", default=P.SuiteConfig.task, help="the MiniWorld task the checkpoints were trained on")
     ap.add_argument("--scale", type=int, default=3)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     steps = per_checkpoint_steps(ap, args)
     models, ckpts = zip(*(load_world_model(c) for c in args.checkpoints))
     size = int(ckpts[0]["config"]["frame_size"][0])
-    suite = P.make_suite(0, args.scene + 1, P.SuiteConfig(frame_size=size))
-    probes = [p for p in suite.probes if p.probe.kind == "permanence" and p.probe.seed == suite.probes[-1].probe.seed]
+    suite = P.make_suite(0, max(args.scenes) + 1, P.SuiteConfig.for_task(args.task, frame_size=size))
+    kind = "walk_by" if suite.config.walk_by else "permanence"
+    per = len(suite.probes) // (max(args.scenes) + 1)  # suite order: scene after scene, the same probes in each
+    probes = [p for i in args.scenes for p in suite.probes[i * per : (i + 1) * per] if p.probe.kind == kind]
     predictors = [world_model_predictor(m, sampling_steps=n, history=suite.config.context_frames if m.cfg.memory_span else None)
                   for m, n in zip(models, steps)]
     s, pad, text = args.scale, 4, 14

@@ -22,16 +22,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from before_after import matmul_peak  # noqa: E402
+from before_after import timed_run, training_overrides  # noqa: E402
 
 from worldsim.io import atomic_write_json  # noqa: E402
 from worldsim.models.checkpoint import load_checkpoint  # noqa: E402
@@ -69,20 +65,12 @@ def main() -> None:
             row: dict = {}
             for variant in order:
                 run_dir = Path(tmp) / f"{variant}_{r}"
-                common = [f"model={args.model}", f"data_dir={args.data}", f"tokenizer={args.tokenizer}",
-                          f"run_dir={run_dir}", f"out={run_dir / 'world_model.pt'}", "progress=false", "device=cpu",
-                          f"model.world_model_train.steps={args.steps}", *args.extra]
-                peaks = {"fp32_peak_gflops": matmul_peak(torch.float32, 1.0),
-                         "bf16_peak_gflops": matmul_peak(torch.bfloat16, 1.0)}
+                common = training_overrides(args.model, args.data, args.tokenizer, run_dir, args.steps, args.extra)
                 cmd, env = command(variant, n, common, 29500 + r)
-                t = time.perf_counter()
-                proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-                wall = time.perf_counter() - t
-                if proc.returncode:
-                    raise SystemExit(f"{variant} failed:\n{proc.stderr[-3000:]}")
+                timing = timed_run(cmd, env)
                 metrics = load_checkpoint(run_dir / "world_model.pt", kind="world_model")["metrics"]
                 row[variant] = {"windows_per_s": metrics["samples_per_s"], "train_seconds": metrics["train_seconds"],
-                                "wall_seconds": wall, **peaks}
+                                **timing}
                 print(r, variant, row[variant], flush=True)
             a, b = (load_checkpoint(Path(tmp) / f"{v}_{r}" / "world_model.pt", kind="world_model")["model"]
                     for v in ("one_process", "ddp"))
