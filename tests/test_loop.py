@@ -54,8 +54,11 @@ def check_finished(run: Path, iterations: int) -> dict:
 
 def test_loop_end_to_end_and_rerun_does_nothing_twice(tmp_path):
     run = tmp_path / "run"
-    assert main(loop_args(run)) == 0
+    assert main(loop_args(run, seed="2")) == 0
     state = check_finished(run, 2)
+    # the loop's seed seeds both PPO runs: seeds 0 / 1 / 2 must not train one model-free agent three times
+    for name in ("agent.json", "model_free/agent.json"):
+        assert json.loads((run / name).read_text())["agent_config"]["seed"] == 2, name
     assert list((run / "tb").glob("events.out.tfevents.*"))
     for name in ("tokenizer/metrics.jsonl", "world_model/metrics.jsonl", "report.md", "report.html",
                  "model_free/agent.json", "model_free/agent.safetensors"):
@@ -76,7 +79,7 @@ def test_loop_end_to_end_and_rerun_does_nothing_twice(tmp_path):
     assert agent_rows and all("rl/episode_return" in r for r in agent_rows)  # the agent's return curve
 
     files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and "tb" not in p.parts}
-    assert main(loop_args(run)) == 0  # everything done: nothing is trained, collected or scored again
+    assert main(loop_args(run, seed="2")) == 0  # everything done: nothing is trained, collected or scored again
     assert json.loads((run / "loop.json").read_text()) == state
     changed = [str(p.relative_to(run)) for p, data in files.items()
                if p.read_bytes() != data and not p.name.startswith("report") and p.suffix != ".png"]

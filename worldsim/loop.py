@@ -158,6 +158,9 @@ def run_loop(env_name: str, env_kwargs: dict[str, Any], run_dir: str | Path, mod
     run_dir.mkdir(parents=True, exist_ok=True)
     state = _read_state(run_dir, json.loads(json.dumps(fingerprint)))
     done = len(state["iterations"])
+    # the loop's seed seeds its PPO too (dream agent and model-free baseline): before session 20 every loop
+    # seed trained them from agent.seed alone, so the model-free baselines of seeds 0 / 1 / 2 were one agent
+    agent = replace(agent, seed=agent.seed + seed)
     if done and progress:
         print(f"{run_dir}: {done} of {n} iterations done; continuing with iteration {done + 1}")
 
