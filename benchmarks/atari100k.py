@@ -9,6 +9,13 @@ scores with stratified-bootstrap 95% intervals) over the seeds every game has ar
 
     python benchmarks/atari100k.py                       # pong, breakout, boxing x seeds 0, 1, 2
     python benchmarks/atari100k.py --max-minutes 100     # start no new run after 100 minutes
+    python benchmarks/atari100k.py --reseed-model-free --seeds 1 2   # see below
+
+Runs made before the loop seeded PPO with ``agent.seed + seed`` trained every seed's model-free
+baseline from seed 0 (seeds 0 and 2 were one agent). ``--reseed-model-free`` trains those baselines
+again with ``agent.seed = seed`` into ``<run>/model_free_seeded/`` (the loop's own commands: the same
+PPO, real steps and 10 fixed test games), and the summary takes them in place of the old ones, which
+it keeps as ``model_free_before_seed_fix``; it works for runs whose directories are gone too.
 
 Chunked and resumable: runs go seed-major (every game's seed 0 first), each run resumes where it
 was killed (while its run directory lives), a finished run is never repeated (the result file
@@ -78,6 +85,44 @@ def run_one(game: str, seed: int, run_dir: Path, extra: list[str]) -> None:
     atomic_write_json(run_dir / "bench_done.json", {"finished": time.strftime("%Y-%m-%d %H:%M:%S")})
 
 
+def reseed_model_free(game: str, seed: int, run_dir: Path) -> None:
+    """Train and score the model-free baseline of a run made before the seeding fix, with its own seed."""
+    d = run_dir / "model_free_seeded"
+    if (d / "agent_evaluation.json").exists():
+        return
+    d.mkdir(parents=True, exist_ok=True)
+    seg = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), **peaks()}
+    worldsim = [sys.executable, "-m", "worldsim.cli"]
+    train = ["train-model-free", "env=atari100k", f"env.kwargs.game={game}", "agent.steps=100000", "agent.frame_stack=4",
+             f"agent.seed={seed}", f"out={d / 'agent.json'}", "progress=false"]
+    score = ["evaluate-agent", f"path={d / 'agent.json'}", "episodes=10", "seed=10000", "dream_episodes=0",
+             "random_baseline=false", "progress=false"]
+    for cmd in (train, score):
+        print("$ worldsim " + " ".join(cmd), flush=True)
+        subprocess.run([*worldsim, *cmd], check=True)
+    atomic_write_json(d / "peaks.json", seg)
+
+
+def with_reseeded_model_free(run: dict, run_dir: Path) -> dict:
+    """A run's entry with the re-seeded model-free baseline in place of the old one, when it exists."""
+    d = run_dir / "model_free_seeded"
+    if not (d / "agent_evaluation.json").exists():
+        return run
+    ev = json.loads((d / "agent_evaluation.json").read_text())
+    agent = json.loads((d / "agent.json").read_text())
+    if "model_free_before_seed_fix" not in run:
+        run["model_free_before_seed_fix"] = {"mean_return": run["model_free"], "ci95": run["model_free_ci95"],
+                                             "agent_seed": 0}
+    peaks_path = d / "peaks.json"
+    run.update({"model_free": ev["real"]["mean_return"], "model_free_ci95": ev["real"]["ci95"],
+                "model_free_agent_seed": agent["agent_config"]["seed"],
+                "model_free_reseeded": {"returns": ev["real"]["returns"], "seeds": ev["real"]["seeds"],
+                                        "num_timesteps": agent["num_timesteps"],
+                                        "matmul_peaks_before": (json.loads(peaks_path.read_text())
+                                                                if peaks_path.exists() else None)}})
+    return run
+
+
 def recorded_runs(out: Path) -> dict:
     """Runs already in the result file: their run directories may be gone (a fresh machine), their
     figures are not; they count as done and are never repeated."""
@@ -94,7 +139,7 @@ def summarise(root: Path, games: list[str], seeds: list[int], out: Path) -> dict
             d = root / f"{game}_seed{seed}"
             if not (d / "bench_done.json").exists():
                 if f"{game}/seed{seed}" in recorded:
-                    runs[f"{game}/seed{seed}"] = recorded[f"{game}/seed{seed}"]
+                    runs[f"{game}/seed{seed}"] = with_reseeded_model_free(recorded[f"{game}/seed{seed}"], d)
                 else:
                     missing.append(f"{game}/seed{seed}")
                 continue
@@ -121,6 +166,7 @@ def summarise(root: Path, games: list[str], seeds: list[int], out: Path) -> dict
                 "loop_stage_minutes": {k: sum(r["seconds"][k] for r in loop["iterations"]) / 60
                                        for k in loop["iterations"][0]["seconds"]},
             }
+            runs[f"{game}/seed{seed}"] = with_reseeded_model_free(runs[f"{game}/seed{seed}"], d)
     note = json.loads(out.read_text()).get("note") if out.exists() else None
     for key, run in recorded.items():  # runs of other games or seeds than this call's stay in the file
         runs.setdefault(key, run)
@@ -155,11 +201,21 @@ def main() -> None:
     ap.add_argument("--max-minutes", type=float, default=None, help="start no new run after this many minutes")
     ap.add_argument("--summarise-only", action="store_true")
     ap.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides for every loop run")
+    ap.add_argument("--reseed-model-free", action="store_true",
+                    help="re-train the model-free baselines of the given seeds with their own seed (runs made "
+                         "before the loop's seeding fix) and take them into the summary")
     args = ap.parse_args()
     root, out = Path(args.root), Path(args.out)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     t0 = time.perf_counter()
     done = recorded_runs(out)
+    if args.reseed_model_free:
+        for seed in args.seeds:
+            for game in args.games:
+                if seed != 0:  # seed 0's baseline was trained from seed 0 already
+                    reseed_model_free(game, seed, root / f"{game}_seed{seed}")
+                    summarise(root, *covered(args), out)
+        args.summarise_only = True
     todo = [] if args.summarise_only else [(g, s) for s in args.seeds for g in args.games if f"{g}/seed{s}" not in done]
     for game, seed in todo:
         if args.max_minutes is not None and (time.perf_counter() - t0) / 60 > args.max_minutes:
