@@ -8,7 +8,8 @@ windows; each arm trained, then scored at several sampling steps (benchmarks/sam
         --horizons 1 2 4 8 16 32 64 --sampling-steps 1 --out benchmarks/results/rollout_windows_boxing.json
 
 ``--arm NAME:OVERRIDES`` (overrides separated by spaces inside one quoted argument; empty after the
-colon = the common recipe alone). Arms train one after the other (never two at once on one
+colon = the common recipe alone); an arm's own ``tokenizer=PATH`` replaces ``--tokenizer`` for it
+(arms that differ in their tokenizer). Arms train one after the other (never two at once on one
 machine); every stage resumes (training from its checkpoints, scoring per sampling-step count), so
 an interrupted comparison is finished by re-running the same command. The JSON (``arms``) prints
 with ``python benchmarks/tables.py OUT``; each arm keeps its train command, training seconds and
@@ -63,8 +64,9 @@ def main() -> None:
     for name, overrides in arms.items():
         folder = Path(args.root) / name
         ckpt = folder / "world_model.pt"
-        train = [worldsim, "train-world-model", *args.common, *overrides, f"data_dir={args.data}",
-                 f"tokenizer={args.tokenizer}", f"out={ckpt}", f"run_dir={folder}", "progress=false"]
+        tokenizer = [o for o in overrides if o.startswith("tokenizer=")] or [f"tokenizer={args.tokenizer}"]
+        train = [worldsim, "train-world-model", *args.common, *(o for o in overrides if not o.startswith("tokenizer=")),
+                 f"data_dir={args.data}", *tokenizer, f"out={ckpt}", f"run_dir={folder}", "progress=false"]
         run(train)
         scores = folder / "sampling_steps.json"
         score = [sys.executable, str(HERE / "sampling_steps.py"), "--checkpoint", str(ckpt), "--data", args.heldout,

@@ -68,6 +68,32 @@ def test_tokenizer_shapes(cfg, frame, latent):
     assert tok.decode(z).shape == x.shape
 
 
+@pytest.mark.parametrize("encoder, local", [("patch", True), ("conv", False)])
+def test_patch_encoder_changes_only_the_cells_a_change_covers(encoder, local):
+    # A 2-pixel "ball" at rows 9-10, column 5 of a 32x32 frame lies in latent cell (2, 1) of a patch-4
+    # grid: the patch encoder moves that one cell; the conv encoder (3x3 convolutions and GroupNorm
+    # over the whole frame) moves cells far from it too.
+    tok = Tokenizer(TokenizerConfig(patch_size=4, channels=[16], latent_channels=4, res_blocks=2, encoder=encoder)).eval()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    ball = x.clone()
+    ball[:, :, 9:11, 5] = 1.0
+    with torch.no_grad():
+        changed = (tok.encode(ball) - tok.encode(x)).abs().amax(1) > 0  # (b, 8, 8)
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[2, 1] = True
+    if local:
+        assert torch.equal(changed, expected.expand(2, 8, 8))
+    else:
+        assert changed[:, 5:, 5:].any()  # three cells away and more
+
+
+def test_tokenizer_rejects_unknown_encoders_and_a_multi_level_patch_encoder():
+    with pytest.raises(ValueError, match="encoder must be one of"):
+        Tokenizer(TokenizerConfig(encoder="vit"))
+    with pytest.raises(ValueError, match=r"one level.*channels=\[64\]"):
+        Tokenizer(TokenizerConfig(patch_size=2, channels=[8, 16], encoder="patch"))
+
+
 def test_tokenizer_rejects_frames_that_do_not_fit():
     tok = Tokenizer(TokenizerConfig(patch_size=4, channels=[8, 8], latent_channels=4, res_blocks=1))  # f = 8
     with pytest.raises(ValueError, match=r"downsampling factor 8.*frame_size=56"):

@@ -30,6 +30,11 @@ class TokenizerConfig:
     channels: list[int] = field(default_factory=lambda: [64])  # per level after the stem; each extra level halves
     latent_channels: int = 16  # 16 × 16 × 16 latents of a 64 × 64 frame (the small preset)
     res_blocks: int = 2
+    # "conv": residual conv levels with GroupNorm, whose statistics span the whole frame, so a 2-pixel
+    # ball moves every latent cell (measured on Pong: all 256 by > 0.05 std). "patch": each latent cell
+    # from its own patch_size² pixels alone (a per-position MLP, no normalisation across positions):
+    # what does not change in the frame does not change in the latent (one level only).
+    encoder: str = "conv"
     kl_weight: float = 1e-6
     motion_weight: float = 4.0
 
@@ -79,6 +84,32 @@ class Encoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(self.blocks(self.stem(x)))))
 
 
+class PatchEncoder(nn.Module):
+    """A latent cell sees its own patch_size² pixels and nothing else: pixel-unshuffle, then an MLP
+    applied at every position (1×1 convolutions, ``res_blocks`` residual hidden layers, no
+    normalisation across positions). A change in the frame changes only the cells it covers, so the
+    DiT's frame-change targets are as sparse as the motion itself."""
+
+    def __init__(self, cfg: TokenizerConfig) -> None:
+        super().__init__()
+        if len(cfg.channels) != 1:
+            raise ValueError(f"model.tokenizer.encoder=patch has one level; got channels={list(cfg.channels)}. "
+                             "Set model.tokenizer.channels=[64] (the downsampling is then patch_size).")
+        c, p = cfg.channels[0], cfg.patch_size
+        self.stem = nn.Sequential(nn.PixelUnshuffle(p), nn.Conv2d(3 * p * p, c, 1))
+        self.hidden = nn.ModuleList(nn.Conv2d(c, c, 1) for _ in range(cfg.res_blocks))
+        self.conv_out = nn.Conv2d(c, 2 * cfg.latent_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (b, 3, H, W) -> (b, 2c, H/p, W/p)
+        h = self.stem(x)
+        for layer in self.hidden:
+            h = h + layer(F.silu(h))
+        return self.conv_out(F.silu(h))
+
+
+ENCODERS = {"conv": Encoder, "patch": PatchEncoder}
+
+
 class Decoder(nn.Module):
     """Mirror of the encoder, ending in a pixel-shuffle head: each latent position paints its own
     patch_size² block of pixels, so edges stay sharp."""
@@ -116,7 +147,9 @@ class Tokenizer(nn.Module):
     def __init__(self, cfg: TokenizerConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.encoder = Encoder(cfg)
+        if cfg.encoder not in ENCODERS:
+            raise ValueError(f"model.tokenizer.encoder must be one of {sorted(ENCODERS)}, got {cfg.encoder!r}.")
+        self.encoder = ENCODERS[cfg.encoder](cfg)
         self.decoder = Decoder(cfg)
         # Per-channel statistics of the latents, measured on the training data after training,
         # so the diffusion model sees unit-variance latents (latent diffusion's "scale factor").
