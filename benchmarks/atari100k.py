@@ -213,8 +213,7 @@ def main() -> None:
         for seed in args.seeds:
             for game in args.games:
                 if seed != 0:  # seed 0's baseline was trained from seed 0 already
-                    reseed_model_free(game, seed, root / f"{game}_seed{seed}")
-                    summarise(root, *covered(args), out)
+                    reseed_model_free(game, seed, root / f"{game}_seed{seed}")  # resumable: the summary below reads it
         args.summarise_only = True
     todo = [] if args.summarise_only else [(g, s) for s in args.seeds for g in args.games if f"{g}/seed{s}" not in done]
     for game, seed in todo:
