@@ -73,11 +73,11 @@ def sampling_table(d: dict) -> str:
 
 def arms_table(d: dict) -> str:
     """An A/B/... of training recipes × sampling steps (e.g. sharp_sampling_boxing.json)."""
-    def survival(m: dict, h: str) -> str:
-        keys = sorted(k for k in m[h] if k.startswith("survival_"))
+    def survival(m: dict, h: str) -> str:  # every sprite's survival (and placement, where measured) at h
+        keys = sorted(k for k in m[h] if k.startswith("survival_")) + sorted(k for k in m[h] if k.startswith("placed_"))
         return " / ".join("–" if m[h][k] is None else f"{m[h][k]:.2f}" for k in keys) or "–"
 
-    out = ["| arm | steps | LPIPS h1 / h4 / h16 | FD-LPIPS h1 / h16 | moving sharpness h1 / h16 | sprites survive h1 "
+    out = ["| arm | steps | LPIPS h1 / h4 / h16 | FD-LPIPS h1 / h16 | moving sharpness h1 / h16 | sprites survive / placed h1 "
            "| PSNR h1 / h16 | motion PSNR h16 | controllability h16 (dB) | dream steps/s (pixels, batch 64) |",
            "|---" * 10 + "|"]
     rep = None

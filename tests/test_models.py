@@ -504,43 +504,6 @@ def test_world_model_loss_is_seeded():
     assert torch.equal(a.loss, b.loss) and not torch.equal(a.loss, c.loss)
 
 
-def _motion_model(weight: float, mask: str = "context") -> WorldModel:
-    return WorldModel(WorldModelConfig(tokenizer=TOK, dit=dit_config(), motion_weight=weight, motion_mask=mask))
-
-
-def test_moving_cells_mark_the_neighbourhood_of_the_last_change_and_optionally_the_target():
-    """A 'ball' cell that changes between frames 0 and 1 marks its 3x3 neighbourhood for target 2 (not
-    for target 1, which has no previous change); the target mask adds the cells the target changes."""
-    latents = torch.zeros(1, 3, 4, 8, 8)
-    latents[:, 1:, 0, 2, 2] = 5.0  # changes into frame 1 at (2, 2)
-    latents[:, 2, 1, 6, 6] = 5.0  # frame 2 changes at (6, 6)
-    model = _motion_model(4.0)
-    x0 = (latents[:, 1:] - latents[:, :-1]) / model.delta_std
-    ctx = model.moving_cells(latents, x0)
-    assert ctx.shape == (1, 2, 1, 8, 8) and ctx[0, 0].sum() == 0
-    assert ctx[0, 1, 0, 1:4, 1:4].sum() == 9 and ctx[0, 1].sum() == 9 and ctx[0, 1, 0, 6, 6] == 0
-    tgt = _motion_model(4.0, "target").moving_cells(latents, x0)
-    assert tgt[0, 0, 0, 2, 2] == 1 and tgt[0, 0].sum() == 1  # target 1 changes at (2, 2) only
-    assert tgt[0, 1, 0, 6, 6] == 1 and tgt[0, 1].sum() == 10
-
-
-def test_motion_weight_adds_the_moving_cells_error_to_the_diffusion_loss():
-    data = transitions(2, 4)
-    losses = {}
-    for w in (0.0, 4.0):
-        model = _motion_model(w)
-        randomize(model.dit)
-        losses[w] = model.loss(*data, generator=torch.Generator().manual_seed(3)).diffusion
-    assert losses[4.0] > losses[0.0] > 0
-
-
-def test_motion_options_are_checked():
-    with pytest.raises(ValueError, match="motion_mask.*choose one of"):
-        _motion_model(1.0, "pixels")
-    with pytest.raises(ValueError, match="motion_weight must be >= 0"):
-        _motion_model(-1.0)
-
-
 def _started(model: WorldModel, b: int = 3):
     g = torch.Generator().manual_seed(11)
     context = torch.randn(b, model.cfg.dit.context_frames, 4, 8, 8, generator=g)

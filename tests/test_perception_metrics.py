@@ -64,6 +64,17 @@ def test_survival_of_a_vanished_ball_is_zero_and_of_a_moved_sharp_ball_one():
     assert gone["ball_survived"].sum() == 0 and smeared["ball_survived"].sum() == 0
 
 
+def test_a_ball_is_placed_only_near_the_true_one():
+    """Survival counts a ball anywhere; placement needs it within PLACE_TOLERANCE pixels of the truth."""
+    sprites = SPRITES["pong"]
+    true = pong_frames([(30, 30), (30, 30), (30, 30)])
+    pred = pong_frames([(32, 31), (45, 20), None])  # 2.2 px off, 18 px off, gone
+    out = survival_sums(pred, true, sprites)
+    assert out["ball_survived"].tolist() == [1, 1, 0]
+    assert out["ball_placed"].tolist() == [1, 0, 0]
+    assert survival_sums(true, true, sprites)["ball_placed"].tolist() == [1, 1, 1]
+
+
 def test_grain_of_the_sprite_colour_fails_survival():
     true = pong_frames([(30, 30)])
     grainy = true.clone()

@@ -13,6 +13,9 @@ threshold, and a vanished ball has none.
 the share whose generated frame holds between half and twice the true count, one pixel of slack
 either way (a 1–3 pixel ball's count moves with its sub-pixel position), and at least one. Grain
 of the sprite's colour that doubles the count fails it as well. Pooled over windows per horizon.
+**Placed at horizon h**: survived, and the centroid of the generated sprite pixels within
+``PLACE_TOLERANCE`` pixels of the true one's (a ball is where the game has it, not anywhere: a few
+specks of ball-coloured grain elsewhere can pass the count, not the place).
 
 The sprite table lists colours in the ALE's NTSC palette; regions are fractions of the frame
 height and width (the ring, the court between the walls, the space between bricks and paddle), so
@@ -27,6 +30,7 @@ import torch
 
 ALPHA = 0.4  # share of the sprite's colour in a pixel for it to count as a sprite pixel
 COLOUR_TOLERANCE = 25.0  # distance (0-255 RGB units) from the colour-background line
+PLACE_TOLERANCE = 3.0  # pixels (at 64x64) between generated and true sprite centroids; Pong's ball moves 2.1 per step (median)
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,8 @@ def sprites_for(env_meta: dict) -> tuple[Sprite, ...]:
     return SPRITES.get(str(env_meta.get("env_kwargs", {}).get("game", "")).lower(), ())
 
 
-def sprite_pixels(frames: torch.Tensor, sprite: Sprite) -> torch.Tensor:
-    """Number of sprite pixels per frame of (b, 3, H, W) uint8 frames -> (b,)."""
+def sprite_mask(frames: torch.Tensor, sprite: Sprite) -> torch.Tensor:
+    """Sprite pixels of (b, 3, H, W) uint8 frames -> (b, H, W) bool (False outside the sprite's region)."""
     if frames.dtype != torch.uint8:
         raise ValueError(f"sprite_pixels needs uint8 frames, got {frames.dtype}")
     h, w = frames.shape[-2:]
@@ -71,18 +75,38 @@ def sprite_pixels(frames: torch.Tensor, sprite: Sprite) -> torch.Tensor:
     off = x - bg
     alpha = (off * d).sum(1, keepdim=True) / (d * d).sum()  # (b, 1, h', w')
     on_line = (off - alpha * d).norm(dim=1, keepdim=True) < COLOUR_TOLERANCE
-    return ((alpha >= sprite.alpha) & on_line).flatten(1).sum(1)
+    mask = torch.zeros(frames.shape[0], h, w, dtype=torch.bool, device=frames.device)
+    mask[:, r0:r1, c0:c1] = ((alpha >= sprite.alpha) & on_line)[:, 0]
+    return mask
+
+
+def sprite_pixels(frames: torch.Tensor, sprite: Sprite) -> torch.Tensor:
+    """Number of sprite pixels per frame of (b, 3, H, W) uint8 frames -> (b,)."""
+    return sprite_mask(frames, sprite).flatten(1).sum(1)
+
+
+def _centroids(mask: torch.Tensor) -> torch.Tensor:
+    """(b, H, W) bool -> (b, 2) mean (row, col) of the True pixels (NaN where there are none)."""
+    rows = torch.arange(mask.shape[1], dtype=torch.float32, device=mask.device)[:, None].expand(mask.shape[1:])
+    cols = torch.arange(mask.shape[2], dtype=torch.float32, device=mask.device)[None, :].expand(mask.shape[1:])
+    m = mask.float()
+    n = m.flatten(1).sum(1)
+    return torch.stack([(m * rows).flatten(1).sum(1), (m * cols).flatten(1).sum(1)], 1) / n[:, None]
 
 
 def survival_sums(pred: torch.Tensor, true: torch.Tensor, sprites: tuple[Sprite, ...]) -> dict[str, torch.Tensor]:
-    """Per-item indicators for pooling, per sprite: ``<name>_present`` (the true frame holds it) and
+    """Per-item indicators for pooling, per sprite: ``<name>_present`` (the true frame holds it),
     ``<name>_survived`` (present, and the generated frame holds between half and twice as many
-    sprite pixels, one pixel of slack either way, at least one)."""
+    sprite pixels, one pixel of slack either way, at least one) and ``<name>_placed`` (survived,
+    centroids within ``PLACE_TOLERANCE`` pixels)."""
     out = {}
     for s in sprites:
-        n_true, n_pred = sprite_pixels(true, s), sprite_pixels(pred, s)
+        m_true, m_pred = sprite_mask(true, s), sprite_mask(pred, s)
+        n_true, n_pred = m_true.flatten(1).sum(1), m_pred.flatten(1).sum(1)
         present = n_true >= 1
         # one pixel of slack on both bounds: a 1-3 pixel ball's count moves with its sub-pixel position
         ok = present & (n_pred >= 1) & (2 * n_pred >= n_true - 2) & (n_pred <= 2 * n_true + 1)
+        near = (_centroids(m_pred) - _centroids(m_true)).norm(dim=1) <= PLACE_TOLERANCE  # NaN compares False
         out[f"{s.name}_present"], out[f"{s.name}_survived"] = present.double(), ok.double()
+        out[f"{s.name}_placed"] = (ok & near).double()
     return out

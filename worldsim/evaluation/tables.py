@@ -36,11 +36,13 @@ def rollout_table(evaluation: dict[str, Any]) -> str:
         if all(v is None for v in values):
             continue
         out.append(f"| {label} | " + " | ".join("–" if v is None else format(v, fmt) for v in values) + " |")
-    sprites = sorted({k for h in hs for k in r["model"][h] if k.startswith("survival_")})
-    for key in sprites:  # object survival, model and repeat-last
+    sprites = sorted({k for h in hs for k in r["model"][h] if k.startswith(("survival_", "placed_"))})
+    for key in sprites:  # object survival (and placement), model and repeat-last
+        prefix, name = key.split("_", 1)
+        verb = "survives" if prefix == "survival" else "is placed"
         for label, who in (("model", "model"), ("repeat-last", "repeat_last"), ("tokenizer floor", "tokenizer_floor")):
             values = [r.get(who, {}).get(h, {}).get(key) for h in hs]
-            out.append(f"| {label}, {key.removeprefix('survival_').replace('_', ' ')} survives | "
+            out.append(f"| {label}, {name.replace('_', ' ')} {verb} | "
                        + " | ".join("–" if v is None else f"{v:.2f}" for v in values) + " |")
     out.append("| controllability (dB) | " + " | ".join(f"{r['controllability_db'][h]:+.2f}" for h in hs) + " |")
     return "\n".join(out)

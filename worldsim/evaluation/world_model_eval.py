@@ -19,7 +19,8 @@ and **LPIPS** (AlexNet, :mod:`worldsim.evaluation.lpips`) per window; at the dis
 **Fréchet distance of LPIPS features** (``fd_lpips``: generated against true frames at each
 horizon, :func:`worldsim.metrics.frechet_distance`; no download: the same AlexNet weights); and for
 games with small sprites, **object survival** (``survival_<sprite>``: is Pong's ball, Breakout's
-ball, each boxer still a sprite at horizon h, :mod:`worldsim.evaluation.sprites`).
+ball, each boxer still a sprite at horizon h; ``placed_<sprite>``: and where the game has it,
+:mod:`worldsim.evaluation.sprites`).
 
 Heads: reward-sign accuracy and episode-end precision / recall / F1 over every transition of the
 held-out episodes, teacher-forced (the real frames are fed as context, as the dream's heads see
@@ -102,6 +103,7 @@ def _summarise(slot: dict[str, list[torch.Tensor]], sprites: tuple[Sprite, ...])
     for s in sprites:  # object survival: share of the windows whose true frame holds the sprite
         present = float(cat[f"{s.name}_present"].sum())
         out[f"survival_{s.name}"] = float(cat[f"{s.name}_survived"].sum()) / present if present else None
+        out[f"placed_{s.name}"] = float(cat[f"{s.name}_placed"].sum()) / present if present else None
     return out
 
 

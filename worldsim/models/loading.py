@@ -21,7 +21,7 @@ from worldsim.models.world_model import WorldModel, WorldModelConfig
 REMOVED_OPTIONS = {
     "dit": {"attention": "window", "spatial_rope": False, "embed_kernel": 0, "action_tokens": True,
             "mix_ffn": True, "zero_init_noisy": True, "action_token_std": 0.02, "local_head": 0},
-    "model": {"heads_pool": "mean", "predict_residual": True},
+    "model": {"heads_pool": "mean", "predict_residual": True, "motion_weight": 0.0, "motion_mask": "context"},
 }
 
 

@@ -39,19 +39,9 @@ class WorldModelConfig:
     end_weight: float = 0.5
     end_pos_weight: float = 10.0  # episode ends are rare: weight the positive class
     heads_conv_width: int = 64  # width of the heads' conv view of the latent frame pair
-    # Motion-weighted diffusion loss: + motion_weight x the MSE over the latent cells where the game moves
-    # (motion_mask "context": within one cell of a change into the last context frame, an input-only
-    # weighting that keeps the conditional mean as the optimum; "target": those and the cells the
-    # target frame changes). A 2-pixel ball is ~1% of the cells: unweighted, its loss is lost. 0: off.
-    motion_weight: float = 0.0
-    motion_mask: str = "context"
     # Pose memory (worldsim/models/memory.py): every generated frame also sees the frame among its last
     # memory_span predecessors seen from the nearest camera pose (odometry from the env's motion table). 0: off.
     memory_span: int = 0
-
-
-MOTION_THRESHOLD = 0.25  # a latent cell "changes" when a channel moves by > 0.25 delta_std (motion_weight)
-MOTION_MASKS = ("context", "target")
 
 
 class LossOutput(NamedTuple):
@@ -82,10 +72,6 @@ class WorldModel(nn.Module):
                 f"dit.latent_channels={cfg.dit.latent_channels} must equal tokenizer.latent_channels="
                 f"{cfg.tokenizer.latent_channels}."
             )
-        if cfg.motion_mask not in MOTION_MASKS:
-            raise ValueError(f"motion_mask={cfg.motion_mask!r} is unknown; choose one of {MOTION_MASKS}.")
-        if cfg.motion_weight < 0:
-            raise ValueError(f"motion_weight must be >= 0 (0: off), got {cfg.motion_weight}.")
         if cfg.memory_span < 0:
             raise ValueError(f"memory_span must be >= 0 (0: no pose memory), got {cfg.memory_span}.")
         self.cfg = cfg
@@ -105,19 +91,6 @@ class WorldModel(nn.Module):
     def memory_input(self, latents: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Retrieved latents (..., c, h, w) enter as clean frames do (scaled as at σ_min); zero where none."""
         return self._context_input(latents)[0] * features[..., 3, None, None, None], features
-
-    @torch.no_grad()
-    def moving_cells(self, latents: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        """(b, t-1, 1, h, w) mask of the cells the motion-weighted loss weights (see WorldModelConfig):
-        within one cell of a change into each target's previous frame (none for the first target),
-        and for ``motion_mask="target"`` also where the target changes. A change: some channel moves
-        by more than MOTION_THRESHOLD delta_std (with the patch encoder, exactly the moving pixels' cells)."""
-        changed = (latents[:, 1:] - latents[:, :-1]).abs().amax(2, keepdim=True) > MOTION_THRESHOLD * self.delta_std
-        previous = torch.cat([torch.zeros_like(changed[:, :1]), changed[:, :-1]], 1).float()
-        near = F.max_pool2d(previous.flatten(0, 1), 3, stride=1, padding=1).reshape(previous.shape)
-        if self.cfg.motion_mask == "target":
-            near = torch.maximum(near, (x0.abs().amax(2, keepdim=True) > MOTION_THRESHOLD).float())
-        return near
 
     @torch.no_grad()
     def set_delta_std(self, windows: torch.Tensor) -> None:
@@ -198,13 +171,7 @@ class WorldModel(nn.Module):
             memory = self.memory_input(m + s_aug[..., None, None, None] * randn(m.shape), feats)
         raw, features = self.dit(clean_in, pre_c.c_noise, noisy * pre_b.c_in, pre.c_noise, self.prev_actions(actions),
                                  memory)
-        target = diffusion.denoising_target(x0, noisy, pre_b)
-        diff_loss = F.mse_loss(raw, target)
-        if cfg.motion_weight > 0:
-            err = (raw.float() - target.float()).square()
-            moving = self.moving_cells(latents, x0)
-            motion_mse = (err * moving).sum() / (moving.sum() * err.shape[2]).clamp_min(1.0)
-            diff_loss = diff_loss + cfg.motion_weight * motion_mse
+        diff_loss = F.mse_loss(raw, diffusion.denoising_target(x0, noisy, pre_b))
         reward_loss, end_loss = self.head_losses(self.heads(features[:, 1:], latents[:, :-1], latents[:, 1:]),
                                                  rewards, terminated)
         if pairs is not None:  # the pair view on extra transitions, weighted by their share of all transitions
