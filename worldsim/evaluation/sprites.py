@@ -30,7 +30,7 @@ import torch
 
 ALPHA = 0.4  # share of the sprite's colour in a pixel for it to count as a sprite pixel
 COLOUR_TOLERANCE = 25.0  # distance (0-255 RGB units) from the colour-background line
-PLACE_TOLERANCE = 3.0  # pixels (at 64x64) between generated and true sprite centroids; Pong's ball moves 2.1 per step (median)
+PLACE_TOLERANCE = 3.0  # pixels (64x64) between generated and true centroids; Pong's ball moves 2.1 per step (median)
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,8 @@ def sprites_for(env_meta: dict) -> tuple[Sprite, ...]:
 def sprite_mask(frames: torch.Tensor, sprite: Sprite) -> torch.Tensor:
     """Sprite pixels of (b, 3, H, W) uint8 frames -> (b, H, W) bool (False outside the sprite's region)."""
     if frames.dtype != torch.uint8:
-        raise ValueError(f"sprite_pixels needs uint8 frames, got {frames.dtype}")
+        raise ValueError(f"sprite scores need uint8 frames (0-255), got {frames.dtype}: "
+                         "convert with worldsim.models.tokenizer.float_to_frames")
     h, w = frames.shape[-2:]
     r0, r1 = round(sprite.rows[0] * h), round(sprite.rows[1] * h)
     c0, c1 = round(sprite.cols[0] * w), round(sprite.cols[1] * w)
