@@ -10,6 +10,12 @@ scores with stratified-bootstrap 95% intervals) over the seeds every game has ar
     python benchmarks/atari100k.py                       # pong, breakout, boxing x seeds 0, 1, 2
     python benchmarks/atari100k.py --max-minutes 100     # start no new run after 100 minutes
     python benchmarks/atari100k.py --reseed-model-free --seeds 1 2   # see below
+    python benchmarks/atari100k.py --games boxing --seeds 0 --root runs/atari100k_wm4k_patch \
+        --out benchmarks/results/atari100k_cpu_stack4_wm4k_patch.json \
+        --extra loop.world_model_steps_per_iteration=1000 model.tokenizer.encoder=patch   # a variant recipe
+
+A variant's overrides are recorded in its result file (``extra``, ``recipe``, ``command``); give it
+its own ``--root`` and ``--out`` so its runs are never mixed with the protocol recipe's.
 
 Runs made before the loop seeded PPO with ``agent.seed + seed`` trained every seed's model-free
 baseline from seed 0 (seeds 0 and 2 were one agent). ``--reseed-model-free`` trains those baselines
@@ -129,7 +135,7 @@ def recorded_runs(out: Path) -> dict:
     return json.loads(out.read_text()).get("runs", {}) if out.exists() else {}
 
 
-def summarise(root: Path, games: list[str], seeds: list[int], out: Path) -> dict:
+def summarise(root: Path, games: list[str], seeds: list[int], out: Path, extra: list[str] | None = None) -> dict:
     from worldsim.agents.aggregate import aggregate_scores, plot_aggregates
 
     runs, missing = {}, []
@@ -167,15 +173,19 @@ def summarise(root: Path, games: list[str], seeds: list[int], out: Path) -> dict
                                        for k in loop["iterations"][0]["seconds"]},
             }
             runs[f"{game}/seed{seed}"] = with_reseeded_model_free(runs[f"{game}/seed{seed}"], d)
-    note = json.loads(out.read_text()).get("note") if out.exists() else None
     for key, run in recorded.items():  # runs of other games or seeds than this call's stay in the file
         runs.setdefault(key, run)
     complete = [s for s in seeds if all(f"{g}/seed{s}" in runs for g in games)]
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    extra = previous.get("extra", []) if extra is None else extra  # a summary-only call keeps the runs' overrides
+    command = " ".join(["python benchmarks/atari100k.py",
+                        *([f"--root {root}", f"--out {out}"] if out != Path(OUT) else []),
+                        *(["--extra", *extra] if extra else [])])
     result = {"what": "worldsim loop under the Atari 100k protocol on CPU: dream agent vs random vs model-free",
-              "recipe": RECIPE, "games": games, "seeds": seeds, "partial": bool(missing), "missing_runs": missing,
-              "runs": runs, "command": "python benchmarks/atari100k.py"}
-    if note:
-        result["note"] = note
+              "recipe": [*RECIPE, *extra], "extra": extra, "games": games, "seeds": seeds, "partial": bool(missing),
+              "missing_runs": missing, "runs": runs, "command": command}
+    if previous.get("note"):
+        result["note"] = previous["note"]
     if complete:
         scores = {m: {g: [runs[f"{g}/seed{s}"][m] for s in complete] for g in games}
                   for m in ("dream_agent", "model_free", "random")}
@@ -221,8 +231,8 @@ def main() -> None:
             print(f"stopping: {args.max_minutes} minutes used; run again to continue")
             break
         run_one(game, seed, root / f"{game}_seed{seed}", args.extra)
-        summarise(root, *covered(args), out)
-    result = summarise(root, *covered(args), out)
+        summarise(root, *covered(args), out, args.extra)
+    result = summarise(root, *covered(args), out, args.extra if not args.summarise_only else None)
     print(json.dumps({k: result[k] for k in ("partial", "missing_runs")}, indent=1))
 
 
