@@ -132,3 +132,21 @@ def test_atari100k_keeps_recorded_runs_when_their_directories_are_gone(tmp_path,
     assert result["runs"] == kept and result["missing_runs"] == ["boxing/seed0"] and result["partial"]
     assert json.loads(out.read_text())["runs"] == kept
     assert atari100k.recorded_runs(out) == kept and atari100k.recorded_runs(tmp_path / "none.json") == {}
+
+
+def test_atari100k_records_a_variant_recipe_and_keeps_it_on_a_summary_only_call(tmp_path, monkeypatch):
+    """A variant run (--extra overrides, its own --out) says in its result file what it changed and the
+    exact command; a later summary-only call (extra=None) keeps those overrides."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
+    atari100k = importlib.import_module("atari100k")
+    out, extra = tmp_path / "variant.json", ["loop.world_model_steps_per_iteration=1000"]
+    first = atari100k.summarise(tmp_path / "root", ["pong"], [0], out, extra)
+    assert first["extra"] == extra and first["recipe"][-1] == extra[0]
+    assert first["recipe"][:-1] == atari100k.RECIPE
+    assert first["command"].endswith(f"--out {out} --extra {extra[0]}")
+    again = atari100k.summarise(tmp_path / "root", ["pong"], [0], out)
+    assert again["extra"] == extra and again["command"] == first["command"]
+    plain = atari100k.summarise(tmp_path / "root", ["pong"], [0], tmp_path / "plain.json", [])
+    assert plain["extra"] == [] and plain["recipe"] == atari100k.RECIPE
