@@ -399,3 +399,22 @@ def test_training_window_of_one_frame_is_refused(tiny_world_model, tmp_path, cap
                  f"tokenizer={tiny_world_model['tokenizer']}", "progress=false", "device=cpu",
                  "model.world_model_train.window=1"])
     assert code != 0 and "at least 2 frames" in capsys.readouterr().err
+
+
+def test_train_step_split_shares_are_the_time_each_part_adds(monkeypatch):
+    """benchmarks/train_step_split.py: a part's share of a full step is the time per window it adds
+    (full minus the run without it), divided by the full step's time per window."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
+    import train_step_split
+
+    runs = {"full": [{"windows_per_s": 5.0}, {"windows_per_s": 3.0}], "no_head_rollouts": [{"windows_per_s": 6.0}],
+            "no_head_pairs": [{"windows_per_s": 5.5}], "dit_only": [{"windows_per_s": 8.0}]}
+    out = train_step_split.summarise(runs)
+    assert out["windows_per_s_median"]["full"] == 4.0  # the median of the rounds
+    share = out["share_of_full_step"]
+    assert share["head_rollouts"] == pytest.approx((1 / 4 - 1 / 6) * 4)
+    assert share["head_pairs"] == pytest.approx((1 / 4 - 1 / 5.5) * 4)
+    assert share["dit_and_rest"] == pytest.approx(4 / 8)
+    assert train_step_split.summarise({"full": []}) == {"windows_per_s_median": {}}
