@@ -232,7 +232,8 @@ def main() -> None:
             break
         run_one(game, seed, root / f"{game}_seed{seed}", args.extra)
         summarise(root, *covered(args), out, args.extra)
-    result = summarise(root, *covered(args), out, args.extra if not args.summarise_only else None)
+    # a summary-only call without --extra keeps the overrides the result file records
+    result = summarise(root, *covered(args), out, None if args.summarise_only and not args.extra else args.extra)
     print(json.dumps({k: result[k] for k in ("partial", "missing_runs")}, indent=1))
 
 
