@@ -10,9 +10,8 @@ trainer's own figure (the loop only: encoding the store and writing the checkpoi
 counted). Variants alternate over ``--rounds`` rounds and every run carries the fp32 and bf16
 matmul peaks measured just before it, so the split holds on this machine, now.
 
-    python benchmarks/train_step_split.py --data-dir runs/atari100k_cpu_stack4/pong_seed1/data \\
-        --tokenizer runs/atari100k_cpu_stack4/pong_seed1/tokenizer.pt --out benchmarks/results/train_step_split.json \\
-        env=atari100k env.kwargs.game=pong model.tokenizer.encoder=conv
+    python benchmarks/train_step_split.py --data-dir data/boxing --tokenizer runs/boxing/small/tokenizer.pt \\
+        --steps 150 --rounds 2 --precision fp32 --out benchmarks/results/train_step_split.json env=boxing model=small
 
 Trailing arguments are Hydra overrides for every variant (the env and model the store and the
 tokenizer were made with).
@@ -64,11 +63,11 @@ def run_variant(name: str, args: argparse.Namespace, tmp: Path) -> dict:
 def summarise(runs: dict[str, list[dict]]) -> dict:
     med = {k: statistics.median(r["windows_per_s"] for r in v) for k, v in runs.items() if v}
     out = {"windows_per_s_median": med}
-    if "full" in med:  # seconds per step of each part = the difference it makes, per window
+    if "full" in med:  # a part's time per window = the difference its absence makes (measured parts only)
         sec = {k: 1 / v for k, v in med.items()}
         out["seconds_per_window"] = sec
-        parts = {"head_rollouts": sec["full"] - sec.get("no_head_rollouts", sec["full"]),
-                 "head_pairs": sec["full"] - sec.get("no_head_pairs", sec["full"])}
+        parts = {part: sec["full"] - sec[without] for part, without in
+                 (("head_rollouts", "no_head_rollouts"), ("head_pairs", "no_head_pairs")) if without in sec}
         if "dit_only" in sec:
             parts["dit_and_rest"] = sec["dit_only"]
         out["share_of_full_step"] = {k: v / sec["full"] for k, v in parts.items()}

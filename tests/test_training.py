@@ -418,3 +418,5 @@ def test_train_step_split_shares_are_the_time_each_part_adds(monkeypatch):
     assert share["head_pairs"] == pytest.approx((1 / 4 - 1 / 5.5) * 4)
     assert share["dit_and_rest"] == pytest.approx(4 / 8)
     assert train_step_split.summarise({"full": []}) == {"windows_per_s_median": {}}
+    partial = train_step_split.summarise({"full": [{"windows_per_s": 4.0}], "no_head_pairs": [{"windows_per_s": 5.0}]})
+    assert set(partial["share_of_full_step"]) == {"head_pairs"}  # parts not measured are not reported as 0
