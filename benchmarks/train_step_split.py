@@ -11,7 +11,7 @@ counted). Variants alternate over ``--rounds`` rounds and every run carries the 
 matmul peaks measured just before it, so the split holds on this machine, now.
 
     python benchmarks/train_step_split.py --data-dir data/boxing --tokenizer runs/boxing/small/tokenizer.pt \\
-        --steps 150 --rounds 2 --precision fp32 --out benchmarks/results/train_step_split.json env=boxing model=small
+        --steps 150 --rounds 2 --precision fp32 --out benchmarks/results/train_step_split.json env=boxing
 
 Trailing arguments are Hydra overrides for every variant (the env and model the store and the
 tokenizer were made with).
@@ -22,16 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
+import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from before_after import matmul_peak  # noqa: E402
+from before_after import timed_run, training_overrides  # noqa: E402
 
 from worldsim.io import atomic_write_json  # noqa: E402
 from worldsim.models.checkpoint import load_checkpoint  # noqa: E402
@@ -45,19 +42,16 @@ VARIANTS = {
 
 
 def run_variant(name: str, args: argparse.Namespace, tmp: Path) -> dict:
-    out = tmp / f"{name}.pt"
-    out.unlink(missing_ok=True)
-    peaks = {"fp32_gflops": matmul_peak(torch.float32), "bf16_gflops": matmul_peak(torch.bfloat16)}
-    cmd = [sys.executable, "-m", "worldsim.cli", "train-world-model", f"data_dir={args.data_dir}",
-           f"tokenizer={args.tokenizer}", f"out={out}", f"run_dir={tmp / name}", "progress=false",
-           f"model.world_model_train.steps={args.steps}",
-           f"precision={args.precision}", "device=cpu", *args.overrides, *VARIANTS[name]]
-    t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - t
-    metrics = load_checkpoint(out, kind="world_model")["metrics"]
+    run_dir = tmp / name
+    shutil.rmtree(run_dir, ignore_errors=True)
+    extra = [f"precision={args.precision}", *args.overrides, *VARIANTS[name]]
+    cmd = [sys.executable, "-m", "worldsim.cli", "train-world-model",
+           *training_overrides(args.model, args.data_dir, args.tokenizer, run_dir, args.steps, extra)]
+    timing = timed_run(cmd)
+    metrics = load_checkpoint(run_dir / "world_model.pt", kind="world_model")["metrics"]
     return {"windows_per_s": metrics["samples_per_s"], "train_seconds": metrics["train_seconds"],
-            "process_seconds": wall, **peaks}
+            "process_seconds": timing["wall_seconds"], "fp32_gflops": timing["fp32_peak_gflops"],
+            "bf16_gflops": timing["bf16_peak_gflops"]}
 
 
 def summarise(runs: dict[str, list[dict]]) -> dict:
@@ -78,12 +72,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", required=True, help="an episode store (worldsim collect)")
     ap.add_argument("--tokenizer", required=True, help="a tokenizer checkpoint trained on that store's env")
+    ap.add_argument("--model", default="small", help="the model preset")
     ap.add_argument("--steps", type=int, default=150, help="training steps per run (below 500: no checkpoint on the way)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--out", default="benchmarks/results/train_step_split.json")
-    ap.add_argument("overrides", nargs="*", help="Hydra overrides for every variant (env, model)")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides for every variant (env, model options)")
     args = ap.parse_args()
     for path in (args.data_dir, args.tokenizer):
         if not Path(path).exists():
