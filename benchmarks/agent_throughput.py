@@ -58,8 +58,8 @@ class TimedEnv(VecEnvWrapper):
         return out
 
 
-def measure(kind: str, frame_stack: int, ckpt: Path, cfg: AgentConfig, steps: int) -> dict:
-    dream = DreamVectorEnv(ckpt, num_envs=cfg.num_envs, horizon=cfg.horizon, obs_type=kind, end_threshold=1.0)
+def measure(kind: str, frame_stack: int, horizon: int, ckpt: Path, cfg: AgentConfig, steps: int) -> dict:
+    dream = DreamVectorEnv(ckpt, num_envs=cfg.num_envs, horizon=horizon, obs_type=kind, end_threshold=1.0)
     context = np.random.default_rng(0).integers(0, 256, (FRAME, FRAME, 3), dtype=np.uint8)
     dream.reset(seed=0, options={"context_frames": np.stack([context] * dream.core.C)})  # autoresets reuse it
     venv = TimedEnv(DreamSB3VecEnv(dream))
@@ -81,7 +81,7 @@ def measure(kind: str, frame_stack: int, ckpt: Path, cfg: AgentConfig, steps: in
     agent.learn(steps, progress_bar=False)
     total = time.perf_counter() - t0
     n = int(agent.num_timesteps)
-    return {"kind": kind, "frame_stack": frame_stack, "policy": "CnnPolicy" if kind == "pixels" else "LatentCnnPolicy",
+    return {"kind": kind, "frame_stack": frame_stack, "horizon": horizon, "policy": "CnnPolicy" if kind == "pixels" else "LatentCnnPolicy",
             "steps": n, "seconds": total,
             "steps_per_s": n / total, "dream_seconds": venv.seconds, "update_seconds": update["seconds"],
             "other_seconds": total - venv.seconds - update["seconds"],
@@ -94,6 +94,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4096, help="dream steps per agent kind (PPO rounds them up to rollouts)")
     ap.add_argument("--kinds", default="latent,pixels")
     ap.add_argument("--frame-stacks", default="4", help="frames the policy sees, e.g. 1,4 to compare (4: the product's)")
+    ap.add_argument("--horizons", default=str(AgentConfig().horizon),
+                    help="dream episode lengths, e.g. 16,100 to see what resets cost (100: the product's)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -102,12 +104,13 @@ def main() -> None:
               ("num_envs", "n_steps", "batch_size", "n_epochs")}, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = fresh_checkpoint("small", Path(tmp))
-        for kind, k in [(kind, int(k)) for kind in args.kinds.split(",") for k in args.frame_stacks.split(",")]:
+        for kind, k, h in [(kind, int(k), int(h)) for kind in args.kinds.split(",") for k in args.frame_stacks.split(",")
+                           for h in args.horizons.split(",")]:
             peak, peak32 = matmul_peak(torch.bfloat16, 1.0), matmul_peak(torch.float32, 1.0)
-            run = {**measure(kind, k, ckpt, cfg, args.steps), "bf16_peak_gflops": peak, "fp32_peak_gflops": peak32}
+            run = {**measure(kind, k, h, ckpt, cfg, args.steps), "bf16_peak_gflops": peak, "fp32_peak_gflops": peak32}
             result["runs"].append(run)
             s = run["share"]
-            print(f"{kind:6s}, {k} frame(s): {run['steps_per_s']:6.1f} dream steps/s end to end; time in the dream "
+            print(f"{kind:6s}, {k} frame(s), horizon {h}: {run['steps_per_s']:6.1f} dream steps/s end to end; time in the dream "
                   f"{100 * s['dream']:.0f}%, PPO updates {100 * s['updates']:.0f}%, policy and the rest "
                   f"{100 * s['policy_and_rest']:.0f}% (matmul peak bf16 {peak:.0f}, fp32 {peak32:.0f} GFLOP/s)", flush=True)
             atomic_write_json(Path(args.out), result)
