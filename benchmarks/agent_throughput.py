@@ -5,6 +5,11 @@ pixels), the PPO updates, and the rest (policy inference during rollouts, buffer
 
     python benchmarks/agent_throughput.py --out benchmarks/results/agent_throughput.json
 
+``--horizons 16,100`` measures short dreams beside the product's 100 steps: every dream restart
+(encode the context, fill the cache, decode) is paid inside the dream's step time
+(``benchmarks/results/agent_throughput_horizon.json``: two invocations, the second with the
+orders reversed).
+
 The policy sees the last ``--frame-stacks`` frames (4 in the product). Two agent kinds, both what
 ``worldsim train-agent`` trains: ``pixels`` (``CnnPolicy`` on decoded frames, ``agent.observation=pixels``)
 and ``latent`` (``LatentCnnPolicy`` on the 16×16×16 latents, no decoding, ``agent.observation=latent``).
