@@ -116,6 +116,22 @@ def _hns(game: str | None, protocol: str, real: dict) -> dict[str, Any] | None:
             "ci95": [human_normalized_score(game, v) for v in real["ci95"]]}
 
 
+def play_dream(envs, actor, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first episode of each of ``envs``' dreams (reset with ``seed``) played by ``actor``
+    (batched ``actor(obs) -> actions``, with ``episode_done(i)``) -> (returns, lengths)."""
+    obs, _ = envs.reset(seed=seed)
+    n = envs.num_envs
+    totals, lengths, done = np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+    while not done.all():
+        obs, rewards, term, trunc, _ = envs.step(actor(obs))
+        totals += np.where(done, 0.0, rewards)
+        lengths += ~done
+        done |= term | trunc
+        for i in np.flatnonzero(term | trunc):  # autoreset: game i starts over
+            actor.episode_done(int(i))
+    return totals, lengths
+
+
 def dream_return(agent: str, record: dict[str, Any], episodes: int, seed: int, deterministic: bool,
                  world_model: str | None = None) -> dict[str, Any]:
     """Mean return of the agent over its first ``episodes`` dream episodes (contexts from real play),
@@ -128,16 +144,9 @@ def dream_return(agent: str, record: dict[str, Any], episodes: int, seed: int, d
                           obs_type=record.get("observation", "pixels"))
     spaces = SimpleNamespace(observation_space=envs.single_observation_space, action_space=envs.single_action_space)
     actor = AgentActor.from_file(agent, env=spaces, where="the dream", deterministic=deterministic)
-    obs, _ = envs.reset(seed=seed)
-    totals, done = np.zeros(episodes), np.zeros(episodes, dtype=bool)
-    while not done.all():
-        obs, rewards, term, trunc, _ = envs.step(actor(obs))
-        totals += np.where(done, 0.0, rewards)
-        done |= term | trunc
-        for i in np.flatnonzero(term | trunc):  # autoreset: game i starts over
-            actor.episode_done(int(i))
-    return {"episodes": episodes, "horizon": horizon, "returns": totals.tolist(), "mean_return": float(totals.mean()),
-            "ci95": list(bootstrap_ci(totals.tolist(), seed))}
+    totals, lengths = play_dream(envs, actor, seed)
+    return {"episodes": episodes, "horizon": horizon, "returns": totals.tolist(), "lengths": lengths.tolist(),
+            "mean_return": float(totals.mean()), "ci95": list(bootstrap_ci(totals.tolist(), seed))}
 
 
 def evaluate_agent(agent: str | Path, cfg: AgentEvalConfig) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from worldsim.agents.evaluate import AgentEvalConfig, _hns, bootstrap_ci, evaluate_agent, protocol_of
+from worldsim.agents.evaluate import AgentEvalConfig, _hns, bootstrap_ci, evaluate_agent, play_dream, protocol_of
 from worldsim.cli import main
 
 
@@ -34,6 +34,7 @@ def test_cli_writes_real_random_and_dream_scores(agent, capsys):
     assert real["episodes"] == 2 and real["ci95"][0] <= real["mean_return"] <= real["ci95"][1]
     assert result["random"]["episodes"] == 2
     assert result["dream"]["episodes"] == 2 and result["dream"]["horizon"] == 8
+    assert len(result["dream"]["lengths"]) == 2 and all(1 <= n <= 8 for n in result["dream"]["lengths"])
     assert result["dream_to_real_gap"] == pytest.approx(result["dream"]["mean_return"] - real["mean_return"])
     assert result["protocol"] == "atari_sticky" and result["hns"] is None and "not the Atari 100k" in result["hns_note"]
     assert "real atari_sticky" in capsys.readouterr().out
@@ -71,3 +72,38 @@ def test_train_agent_resumes_from_its_agent_file(agent, tiny_world_model, tmp_pa
                  "agent.horizon=8", "agent.eval_episodes=1", "agent.eval_max_steps=20", "agent.ckpt_every=16"]) == 0
     assert f"resuming the agent from {out} at {before} of 64 dream steps" in capsys.readouterr().out
     assert _json.loads(out.read_text())["num_timesteps"] >= 64 > before
+
+
+class _ScriptedDreams:
+    """Three dreams that end after 2, 4 and 3 steps (then start over), paying 1 per step."""
+
+    num_envs = 3
+
+    def __init__(self) -> None:
+        self.ends, self.t = np.array([2, 4, 3]), np.zeros(3, dtype=int)
+
+    def reset(self, seed=None):
+        self.t[:] = 0
+        return np.zeros((3, 1)), {}
+
+    def step(self, actions):
+        self.t += 1
+        term = self.t == self.ends
+        self.t[term] = 0  # autoreset
+        return np.zeros((3, 1)), np.ones(3), term, np.zeros(3, dtype=bool), {}
+
+
+def test_play_dream_counts_each_dream_first_episode_only():
+    class Actor:
+        done: list[int] = []
+
+        def __call__(self, obs):
+            return np.zeros(len(obs), dtype=int)
+
+        def episode_done(self, i):
+            self.done.append(i)
+
+    actor = Actor()
+    returns, lengths = play_dream(_ScriptedDreams(), actor, seed=0)
+    assert lengths.tolist() == [2, 4, 3] and returns.tolist() == [2.0, 4.0, 3.0]
+    assert sorted(set(actor.done)) == [0, 1, 2]  # every finished dream clears its frame stack
