@@ -65,10 +65,11 @@ def _real(score: dict) -> dict:
 
 
 def rank_run(run: Path, episodes: int, seed: int) -> dict:
-    missing = [p for p in ("world_model.pt", "agent.json", "model_free/agent.json", "evaluation.json") if not (run / p).exists()]
+    missing = [p for p in ("world_model.pt", "agent.json", "model_free/agent.json", "evaluation.json", "data")
+               if not (run / p).exists()]
     if missing:
         raise SystemExit(f"{run} lacks {', '.join(missing)}: give run directories that benchmarks/atari100k.py "
-                         "finished (world model, dream agent, model-free agent and their evaluation).")
+                         "finished (world model, dream agent, model-free agent, their evaluation and the episode store).")
     evaluation = json.loads((run / "evaluation.json").read_text())
     record, _ = read_agent(run / "agent.json")
     horizon = int(record.get("agent_config", {}).get("horizon", 100))
@@ -76,7 +77,8 @@ def rank_run(run: Path, episodes: int, seed: int) -> dict:
     policies = {"random": None, "dream_agent": run / "agent.json", "model_free": run / "model_free/agent.json"}
     for name, path in policies.items():
         obs_type = read_agent(path)[0].get("observation", "pixels") if path else "pixels"
-        envs = DreamVectorEnv(run / "world_model.pt", num_envs=episodes, horizon=horizon, obs_type=obs_type)
+        envs = DreamVectorEnv(run / "world_model.pt", num_envs=episodes, data_dir=run / "data", horizon=horizon,
+                              obs_type=obs_type)  # the run's own store: its checkpoint may name it relative to elsewhere
         if path is None:
             actor = RandomActor(envs.single_action_space.n, seed)
         else:
