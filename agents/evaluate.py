@@ -8,7 +8,8 @@ the mean with a percentile-bootstrap 95% interval (10,000 resamples, seeded), th
 score where the protocol allows it (Atari 100k games under ``env=atari100k`` only: scores under the
 sticky-action presets are never normalised against the published Atari 100k references), a
 uniformly random policy in the same harness and seeds, and the agent's mean return in the dream it
-was trained in (the dream-to-real gap).
+was trained in (the dream-to-real gap) beside the random policy's in the same dreams: what the
+dream pays for playing well rather than at random.
 """
 
 from __future__ import annotations
@@ -132,10 +133,26 @@ def play_dream(envs, actor, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return totals, lengths
 
 
+class RandomActor:
+    """Uniform actions for a batch of dreams, from one seeded generator."""
+
+    def __init__(self, num_actions: int, seed: int) -> None:
+        self.n, self.rng = num_actions, np.random.default_rng(seed)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return self.rng.integers(self.n, size=len(obs))
+
+    def episode_done(self, index: int) -> None:
+        pass
+
+
 def dream_return(agent: str, record: dict[str, Any], episodes: int, seed: int, deterministic: bool,
-                 world_model: str | None = None) -> dict[str, Any]:
+                 world_model: str | None = None, with_random: bool = False) -> dict[str, Any]:
     """Mean return of the agent over its first ``episodes`` dream episodes (contexts from real play),
-    in the dream of ``world_model`` (default: the one its record names)."""
+    in the dream of ``world_model`` (default: the one its record names). ``with_random``: a uniformly
+    random policy plays the same dreams too (the same reset seed: the same contexts and noise), and
+    the agent's paired advantage over it is reported: a dream whose return barely depends on the
+    policy gives PPO nothing to learn (docs/agents.md, "Does the dream rank policies")."""
     from worldsim.agents.actor import AgentActor
     from worldsim.sim.dream_env import DreamVectorEnv
 
@@ -145,8 +162,16 @@ def dream_return(agent: str, record: dict[str, Any], episodes: int, seed: int, d
     spaces = SimpleNamespace(observation_space=envs.single_observation_space, action_space=envs.single_action_space)
     actor = AgentActor.from_file(agent, env=spaces, where="the dream", deterministic=deterministic)
     totals, lengths = play_dream(envs, actor, seed)
-    return {"episodes": episodes, "horizon": horizon, "returns": totals.tolist(), "lengths": lengths.tolist(),
-            "mean_return": float(totals.mean()), "ci95": list(bootstrap_ci(totals.tolist(), seed))}
+    out = {"episodes": episodes, "horizon": horizon, "returns": totals.tolist(), "lengths": lengths.tolist(),
+           "mean_return": float(totals.mean()), "ci95": list(bootstrap_ci(totals.tolist(), seed))}
+    if with_random:
+        rand, rand_lengths = play_dream(envs, RandomActor(envs.single_action_space.n, seed), seed)
+        diff = (totals - rand).tolist()
+        out["random"] = {"returns": rand.tolist(), "lengths": rand_lengths.tolist(), "mean_return": float(rand.mean()),
+                         "ci95": list(bootstrap_ci(rand.tolist(), seed))}
+        out["agent_minus_random"] = {"mean": float(np.mean(diff)), "ci95": list(bootstrap_ci(diff, seed))}
+    envs.close()
+    return out
 
 
 def evaluate_agent(agent: str | Path, cfg: AgentEvalConfig) -> dict[str, Any]:
@@ -172,7 +197,8 @@ def evaluate_agent(agent: str | Path, cfg: AgentEvalConfig) -> dict[str, Any]:
         result["random"] = {**rand, "hns": _hns(game, protocol, rand)}
     world_model = cfg.world_model or record.get("world_model")
     if cfg.dream_episodes and world_model and Path(world_model).exists():
-        dream = dream_return(str(agent), record, cfg.dream_episodes, cfg.seed, cfg.deterministic, world_model)
+        dream = dream_return(str(agent), record, cfg.dream_episodes, cfg.seed, cfg.deterministic, world_model,
+                             with_random=cfg.random_baseline)
         result["dream"] = dream
         result["dream_to_real_gap"] = dream["mean_return"] - real["mean_return"]
     return result

@@ -160,6 +160,7 @@ def summarise(root: Path, games: list[str], seeds: list[int], out: Path, extra: 
                 "random": da["random"]["mean_return"], "model_free": ev["model_free"]["real"]["mean_return"],
                 "model_free_ci95": ev["model_free"]["real"]["ci95"],
                 "dream_return": da.get("dream", {}).get("mean_return"), "dream_to_real_gap": da.get("dream_to_real_gap"),
+                "dream_random_return": da.get("dream", {}).get("random", {}).get("mean_return"),  # same dreams, random play
                 "reward_balanced_accuracy": wm["heads"]["reward_balanced_accuracy"], "end_f1": wm["heads"]["end_f1"],
                 "psnr_h16": wm["rollouts"]["model"]["16"]["psnr"],
                 "repeat_last_psnr_h16": wm["rollouts"]["repeat_last"]["16"]["psnr"],

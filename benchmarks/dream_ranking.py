@@ -31,25 +31,12 @@ import torch
 
 from worldsim.agents.actor import AgentActor
 from worldsim.agents.agent_file import read_agent
-from worldsim.agents.evaluate import bootstrap_ci, play_dream
+from worldsim.agents.evaluate import RandomActor, bootstrap_ci, play_dream
 from worldsim.io import atomic_write_json
 from worldsim.sim.dream_env import DreamVectorEnv
 
 sys.path.insert(0, str(Path(__file__).parent))
 from before_after import matmul_peak  # noqa: E402
-
-
-class RandomActor:
-    """Uniform actions for a batch of dreams, from one seeded generator."""
-
-    def __init__(self, num_actions: int, seed: int) -> None:
-        self.n, self.rng = num_actions, np.random.default_rng(seed)
-
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        return self.rng.integers(self.n, size=len(obs))
-
-    def episode_done(self, index: int) -> None:
-        pass
 
 
 def _summary(returns: np.ndarray, lengths: np.ndarray, seed: int) -> dict:

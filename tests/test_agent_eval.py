@@ -35,9 +35,13 @@ def test_cli_writes_real_random_and_dream_scores(agent, capsys):
     assert result["random"]["episodes"] == 2
     assert result["dream"]["episodes"] == 2 and result["dream"]["horizon"] == 8
     assert len(result["dream"]["lengths"]) == 2 and all(1 <= n <= 8 for n in result["dream"]["lengths"])
+    rand = result["dream"]["random"]  # a random policy in the same two dreams, paired with the agent
+    assert len(rand["returns"]) == 2 and all(1 <= n <= 8 for n in rand["lengths"])
+    assert result["dream"]["agent_minus_random"]["mean"] == pytest.approx(result["dream"]["mean_return"] - rand["mean_return"])
     assert result["dream_to_real_gap"] == pytest.approx(result["dream"]["mean_return"] - real["mean_return"])
     assert result["protocol"] == "atari_sticky" and result["hns"] is None and "not the Atari 100k" in result["hns_note"]
-    assert "real atari_sticky" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "real atari_sticky" in out and "in the same dreams" in out
 
 
 def test_evaluate_agent_bad_input(agent, tmp_path, capsys):
@@ -107,3 +111,17 @@ def test_play_dream_counts_each_dream_first_episode_only():
     returns, lengths = play_dream(_ScriptedDreams(), actor, seed=0)
     assert lengths.tolist() == [2, 4, 3] and returns.tolist() == [2.0, 4.0, 3.0]
     assert sorted(set(actor.done)) == [0, 1, 2]  # every finished dream clears its frame stack
+
+
+def test_every_policy_of_a_dream_comparison_plays_the_same_dreams(tiny_world_model):
+    """A reset with the same seed gives the same contexts and noise, so a paired comparison of two
+    policies (the agent and the random policy in `dream_return`) only differs by their actions."""
+    from worldsim.agents.evaluate import RandomActor
+    from worldsim.sim.dream_env import DreamVectorEnv
+
+    envs = DreamVectorEnv(tiny_world_model["world_model"], num_envs=3, data_dir=tiny_world_model["data_dir"], horizon=6)
+    first = play_dream(envs, RandomActor(envs.single_action_space.n, 0), seed=5)
+    again = play_dream(envs, RandomActor(envs.single_action_space.n, 0), seed=5)
+    other = play_dream(envs, RandomActor(envs.single_action_space.n, 1), seed=5)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not np.array_equal(first[0], other[0])  # other actions, other dreams

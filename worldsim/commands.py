@@ -207,7 +207,9 @@ def evaluate_agent(cfg: DictConfig) -> dict:
     if "random" in result:
         line += f"; random {result['random']['mean_return']:.1f}"
     if "dream" in result:
-        line += f"; in the dream {result['dream']['mean_return']:.1f} (gap {result['dream_to_real_gap']:+.1f})"
+        line += f"; in the dream {result['dream']['mean_return']:.2f} (gap {result['dream_to_real_gap']:+.1f})"
+        if "random" in result["dream"]:  # what the dream pays for playing well rather than at random
+            line += f", random {result['dream']['random']['mean_return']:.2f} in the same dreams"
     print(line + f"\nwritten to {out}")
     return result
 

@@ -26,6 +26,17 @@ def _ckpt_metrics(path: Path) -> dict[str, Any] | None:
     return {"step": ck.get("step"), **ck.get("metrics", {})}
 
 
+def dream_line(dream: dict[str, Any], gap: float) -> str:
+    """The dream agent's return in its own dream and, when measured, a random policy's in the same dreams."""
+    line = (f"The dream agent in its own dream: {dream['mean_return']:.2f} over {dream['episodes']} episodes of "
+            f"{dream['horizon']} steps (dream − real: {gap:+.2f})")
+    if "random" in dream:
+        lo, hi = dream["agent_minus_random"]["ci95"]
+        line += (f"; a random policy in the same dreams: {dream['random']['mean_return']:.2f} (agent − random "
+                 f"{dream['agent_minus_random']['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]: what the dream pays for the agent's play)")
+    return line + "."
+
+
 def real_game_table(ev: dict[str, Any]) -> list[str]:
     """Dream agent, random and model-free on the same real episodes (evaluation.json)."""
     d = ev["dream_agent"]
@@ -42,8 +53,7 @@ def real_game_table(ev: dict[str, Any]) -> list[str]:
         out.append(f"| {name} | {r['mean_return']:.2f} | [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] | "
                    f"{'—' if not hns else format(hns['mean'], '.3f')} |")
     if "dream" in d:
-        out += ["", f"The dream agent in its own dream: {d['dream']['mean_return']:.2f} over {d['dream']['episodes']} "
-                f"episodes of {d['dream']['horizon']} steps (dream − real: {d['dream_to_real_gap']:+.2f})."]
+        out += ["", dream_line(d["dream"], d["dream_to_real_gap"])]
     if d.get("hns_note"):
         out += ["", d["hns_note"]]
     return out
