@@ -14,6 +14,13 @@ lives; a dream episode ends at the predicted end, a lost life under the training
 horizon): if the model-free agent, which plays the real game better, also earns more in the dream,
 the dream pays for the better play and PPO inside it did not find it; if not, the dream does not
 reward what the game rewards. Paired differences (same contexts) carry a bootstrap interval.
+The control (``real_segments``): the same policies on the real game from the same mid-game
+states, for the same kind of segment: ``--episodes`` emulator states, each reached by a uniformly
+random prefix of 0-19 steps after a seeded reset (one that does not lose a life), restored for
+every policy (ALE state cloning; Atari 100k has no sticky actions, so a segment depends on the
+actions only), played until a life is lost (the training signal the dream's end head learned) or 100 steps, with a fresh frame stack as
+in the dream. If the game's segments tell the policies apart and the dream's do not, the dream is
+what does not reward the better play.
 Resumable: each run is written to the JSON as it finishes, and a re-run skips the ones there.
 """
 
@@ -51,6 +58,38 @@ def _real(score: dict) -> dict:
             "reward_per_100_steps": float(100 * returns.sum() / max(1, lengths.sum()))}
 
 
+def real_segments(actors: dict, env_kwargs: dict, episodes: int, horizon: int,
+                  seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each actor plays the same ``episodes`` real mid-game segments (see the module docstring)."""
+    from worldsim.envs import make_env
+
+    env = make_env("atari", **{**env_kwargs, "terminal_on_life_loss": True})
+    rng = np.random.default_rng(seed)
+    returns = {name: np.zeros(episodes) for name in actors}
+    lengths = {name: np.zeros(episodes, dtype=np.int64) for name in actors}
+    for i in range(episodes):
+        prefix, attempt = int(rng.integers(0, 20)), 0
+        while True:  # a random prefix that does not lose the life: a state early in a life, ball in play or not
+            env.reset(seed=seed + i + attempt * episodes)
+            if not any(env.step(int(rng.integers(env.action_space.n)))[2] for _ in range(prefix)):
+                break
+            attempt += 1
+        start = (env.ale.cloneState(), env._lives, env._steps, env._screens.copy(), env._last_obs.copy())
+        for name, actor in actors.items():
+            state, env._lives, env._steps, screens, obs = start
+            env.ale.restoreState(state)
+            env._screens[:] = screens
+            actor.episode_done(0)  # a fresh frame stack, as at a dream's start
+            for _ in range(horizon):
+                obs, reward, term, trunc, _ = env.step(int(np.asarray(actor(obs[None]))[0]))
+                returns[name][i] += reward
+                lengths[name][i] += 1
+                if term or trunc:
+                    break
+    env.close()
+    return {name: (returns[name], lengths[name]) for name in actors}
+
+
 def rank_run(run: Path, episodes: int, seed: int) -> dict:
     missing = [p for p in ("world_model.pt", "agent.json", "model_free/agent.json", "evaluation.json", "data")
                if not (run / p).exists()]
@@ -77,6 +116,15 @@ def rank_run(run: Path, episodes: int, seed: int) -> dict:
         out["policies"][name] = {"dream": _summary(returns, lengths, seed), "dream_seconds": time.perf_counter() - start}
         envs.close()
         print(f"  {run.name} {name}: dream {returns.mean():.3f} per episode over {episodes}", flush=True)
+    env = record["env"]
+    actors = {"random": RandomActor(record["action_space"]["n"], seed),
+              **{name: AgentActor.from_file(path) for name, path in policies.items() if path is not None}}
+    torch.manual_seed(seed)
+    segments = real_segments(actors, env["env_kwargs"], episodes, horizon, 20_000 + seed)
+    for name, (returns, lengths) in segments.items():
+        out["policies"][name]["real_segments"] = _summary(returns, lengths, seed)
+    print(f"  {run.name} real segments: " + ", ".join(f"{k} {v[0].mean():.3f}" for k, v in segments.items()), flush=True)
+    segments = {name: returns for name, (returns, _) in segments.items()}
     real = {"random": evaluation["dream_agent"]["random"], "dream_agent": evaluation["dream_agent"]["real"],
             "model_free": evaluation["model_free"]["real"]}
     for name, score in real.items():
@@ -85,8 +133,11 @@ def rank_run(run: Path, episodes: int, seed: int) -> dict:
     for a, b in (("model_free", "dream_agent"), ("dream_agent", "random"), ("model_free", "random")):
         diff = dream[a] - dream[b]  # paired: the same contexts and noise
         out[f"dream_{a}_minus_{b}"] = {"mean": float(diff.mean()), "ci95": list(bootstrap_ci(diff.tolist(), seed))}
+        diff = segments[a] - segments[b]  # paired: the same emulator states
+        out[f"real_segments_{a}_minus_{b}"] = {"mean": float(diff.mean()), "ci95": list(bootstrap_ci(diff.tolist(), seed))}
     order = lambda key: sorted(out["policies"], key=lambda k: -out["policies"][k][key]["mean_return"])  # noqa: E731
     out["order_real"], out["order_dream"] = order("real"), order("dream")
+    out["order_real_segments"] = order("real_segments")
     out["same_order"] = out["order_real"] == out["order_dream"]
     return out
 
