@@ -133,6 +133,12 @@ def play_dream(envs, actor, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return totals, lengths
 
 
+def episode_summary(returns: np.ndarray, lengths: np.ndarray, seed: int) -> dict[str, Any]:
+    """Per-episode returns and lengths with the mean return and its bootstrap interval."""
+    return {"returns": returns.tolist(), "lengths": lengths.tolist(), "mean_return": float(returns.mean()),
+            "ci95": list(bootstrap_ci(returns.tolist(), seed))}
+
+
 class RandomActor:
     """Uniform actions for a batch of dreams, from one seeded generator."""
 
@@ -162,13 +168,11 @@ def dream_return(agent: str, record: dict[str, Any], episodes: int, seed: int, d
     spaces = SimpleNamespace(observation_space=envs.single_observation_space, action_space=envs.single_action_space)
     actor = AgentActor.from_file(agent, env=spaces, where="the dream", deterministic=deterministic)
     totals, lengths = play_dream(envs, actor, seed)
-    out = {"episodes": episodes, "horizon": horizon, "returns": totals.tolist(), "lengths": lengths.tolist(),
-           "mean_return": float(totals.mean()), "ci95": list(bootstrap_ci(totals.tolist(), seed))}
+    out = {"episodes": episodes, "horizon": horizon, **episode_summary(totals, lengths, seed)}
     if with_random:
         rand, rand_lengths = play_dream(envs, RandomActor(envs.single_action_space.n, seed), seed)
         diff = (totals - rand).tolist()
-        out["random"] = {"returns": rand.tolist(), "lengths": rand_lengths.tolist(), "mean_return": float(rand.mean()),
-                         "ci95": list(bootstrap_ci(rand.tolist(), seed))}
+        out["random"] = episode_summary(rand, rand_lengths, seed)
         out["agent_minus_random"] = {"mean": float(np.mean(diff)), "ci95": list(bootstrap_ci(diff, seed))}
     envs.close()
     return out

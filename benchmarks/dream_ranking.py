@@ -38,7 +38,7 @@ import torch
 
 from worldsim.agents.actor import AgentActor
 from worldsim.agents.agent_file import read_agent
-from worldsim.agents.evaluate import RandomActor, bootstrap_ci, play_dream
+from worldsim.agents.evaluate import RandomActor, bootstrap_ci, episode_summary, play_dream
 from worldsim.io import atomic_write_json
 from worldsim.sim.dream_env import DreamVectorEnv
 
@@ -46,16 +46,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 from before_after import matmul_peak  # noqa: E402
 
 
+def _rates(returns: np.ndarray, lengths: np.ndarray) -> dict:
+    return {"mean_length": float(lengths.mean()), "reward_per_100_steps": float(100 * returns.sum() / max(1, lengths.sum()))}
+
+
 def _summary(returns: np.ndarray, lengths: np.ndarray, seed: int) -> dict:
-    return {"returns": returns.tolist(), "lengths": lengths.tolist(), "mean_return": float(returns.mean()),
-            "ci95": list(bootstrap_ci(returns.tolist(), seed)), "mean_length": float(lengths.mean()),
-            "reward_per_100_steps": float(100 * returns.sum() / max(1, lengths.sum()))}
+    return {**episode_summary(returns, lengths, seed), **_rates(returns, lengths)}
 
 
 def _real(score: dict) -> dict:
     returns, lengths = np.asarray(score["returns"], float), np.asarray(score["lengths"], float)
-    return {"mean_return": float(returns.mean()), "ci95": score["ci95"], "mean_length": float(lengths.mean()),
-            "reward_per_100_steps": float(100 * returns.sum() / max(1, lengths.sum()))}
+    return {"mean_return": float(returns.mean()), "ci95": score["ci95"], **_rates(returns, lengths)}
 
 
 def real_segments(actors: dict, env_kwargs: dict, episodes: int, horizon: int,
@@ -74,11 +75,9 @@ def real_segments(actors: dict, env_kwargs: dict, episodes: int, horizon: int,
             if not any(env.step(int(rng.integers(env.action_space.n)))[2] for _ in range(prefix)):
                 break
             attempt += 1
-        start = (env.ale.cloneState(), env._lives, env._steps, env._screens.copy(), env._last_obs.copy())
+        start = env.clone_state()
         for name, actor in actors.items():
-            state, env._lives, env._steps, screens, obs = start
-            env.ale.restoreState(state)
-            env._screens[:] = screens
+            obs = env.restore_state(start)
             actor.episode_done(0)  # a fresh frame stack, as at a dream's start
             for _ in range(horizon):
                 obs, reward, term, trunc, _ = env.step(int(np.asarray(actor(obs[None]))[0]))
@@ -101,10 +100,13 @@ def rank_run(run: Path, episodes: int, seed: int) -> dict:
     horizon = int(record.get("agent_config", {}).get("horizon", 100))
     out = {"run": str(run), "episodes": episodes, "seed": seed, "horizon": horizon, "policies": {}}
     policies = {"random": None, "dream_agent": run / "agent.json", "model_free": run / "model_free/agent.json"}
+    dreams: dict[str, DreamVectorEnv] = {}  # one per observation kind: a reset with the seed starts the same dreams
     for name, path in policies.items():
         obs_type = read_agent(path)[0].get("observation", "pixels") if path else "pixels"
-        envs = DreamVectorEnv(run / "world_model.pt", num_envs=episodes, data_dir=run / "data", horizon=horizon,
-                              obs_type=obs_type)  # the run's own store: its checkpoint may name it relative to elsewhere
+        if obs_type not in dreams:  # the run's own store: its checkpoint may name it relative to elsewhere
+            dreams[obs_type] = DreamVectorEnv(run / "world_model.pt", num_envs=episodes, data_dir=run / "data",
+                                              horizon=horizon, obs_type=obs_type)
+        envs = dreams[obs_type]
         if path is None:
             actor = RandomActor(envs.single_action_space.n, seed)
         else:
@@ -114,9 +116,10 @@ def rank_run(run: Path, episodes: int, seed: int) -> dict:
         start = time.perf_counter()
         returns, lengths = play_dream(envs, actor, seed)
         out["policies"][name] = {"dream": _summary(returns, lengths, seed), "dream_seconds": time.perf_counter() - start}
-        envs.close()
         print(f"  {run.name} {name}: dream {returns.mean():.3f} per episode over {episodes}", flush=True)
-    env = record["env"]
+    for envs in dreams.values():
+        envs.close()
+    env = record["env"]  # on real frames (a latent agent through its tokenizer): actors of their own
     actors = {"random": RandomActor(record["action_space"]["n"], seed),
               **{name: AgentActor.from_file(path) for name, path in policies.items() if path is not None}}
     torch.manual_seed(seed)

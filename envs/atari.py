@@ -151,6 +151,20 @@ class AtariEnv(gym.Env[np.ndarray, np.int64]):
         self._last_obs = self._observe()
         return self._last_obs, float(reward), terminated, truncated, {"lives": lives}
 
+    def clone_state(self) -> tuple:
+        """The whole state of the game now (emulator, lives, step count, last screens), for
+        :meth:`restore_state`: play several policies from the same moment. Without sticky actions
+        what follows depends on the actions only."""
+        return self.ale.cloneState(), self._lives, self._steps, self._screens.copy(), self._last_obs.copy()
+
+    def restore_state(self, state: tuple) -> np.ndarray:
+        """Return to a state of :meth:`clone_state`; gives its observation."""
+        ale_state, self._lives, self._steps, screens, obs = state
+        self.ale.restoreState(ale_state)
+        self._screens[:] = screens
+        self._last_obs = obs.copy()
+        return self._last_obs
+
     def render(self):
         if self.render_mode == "rgb_array":
             return self._last_obs

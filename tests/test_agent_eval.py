@@ -99,7 +99,8 @@ class _ScriptedDreams:
 
 def test_play_dream_counts_each_dream_first_episode_only():
     class Actor:
-        done: list[int] = []
+        def __init__(self) -> None:
+            self.done: list[int] = []
 
         def __call__(self, obs):
             return np.zeros(len(obs), dtype=int)

@@ -207,3 +207,18 @@ def test_human_normalized_scores():
     from worldsim.envs.atari import available_games
 
     assert set(ATARI_100K_GAMES) <= set(available_games()), "every Atari 100k ROM ships with ale-py"
+
+
+def test_restored_state_replays_the_same_game():
+    """clone_state / restore_state: two policies can be played from one moment of the game."""
+    env = AtariEnv(game="breakout", repeat_action_probability=0.0)
+    env.reset(seed=3)
+    for a in (1, 2, 2, 3):
+        env.step(a)
+    state = env.clone_state()
+    first = [env.step(a)[:2] for a in (1, 3, 3, 2, 0)]
+    obs = env.restore_state(state)
+    assert np.array_equal(obs, state[4])
+    again = [env.step(a)[:2] for a in (1, 3, 3, 2, 0)]
+    assert all(np.array_equal(o1, o2) and r1 == r2 for (o1, r1), (o2, r2) in zip(first, again))
+    assert not np.array_equal(first[-1][0], obs)  # the game moved on in between
