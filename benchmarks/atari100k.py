@@ -166,6 +166,8 @@ def summarise(root: Path, games: list[str], seeds: list[int], out: Path, extra: 
                 "repeat_last_psnr_h16": wm["rollouts"]["repeat_last"]["16"]["psnr"],
                 "dream_pays_by_real_sign": wm["rollouts"].get("rollout_reward_by_real_sign"),
                 "dream_pays_counts": wm["rollouts"].get("rollout_real_sign_counts"),
+                "dream_ends": wm["rollouts"].get("ends"),  # do lives end in the dream where they end in the game?
+                "false_end_rate": wm["rollouts"].get("false_end_rate"),
                 "reward_signal": (reward_signal(wm["rollouts"]["rollout_reward_by_real_sign"],  # today's rule
                                                 wm["rollouts"]["rollout_real_sign_counts"])
                                   if "rollout_real_sign_counts" in wm["rollouts"] else None),

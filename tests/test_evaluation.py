@@ -164,3 +164,47 @@ def test_training_curves_from_jsonl_alone(tmp_path):
     written = plot_training_curves(tmp_path)
     assert written == [folder / "training_curves.png"] and written[0].stat().st_size > 1000
     assert plot_training_curves(tmp_path / "nothing") == []
+
+
+def test_dream_ends_are_read_at_the_game_ends(setup, monkeypatch):
+    """rollout_end_metrics starts each dream h steps before a held-out end: a model whose end probability
+    is 1 exactly under the action that ended a life scores every end on time and none early; shifted
+    by one step it scores none at the end. Windows where the game goes on count the dream's ends."""
+    from worldsim.evaluation.world_model_eval import rollout_end_metrics
+
+    model, base = setup
+    C = model.cfg.dit.context_frames
+    data = WindowDataset(base.store, C + 4, "all")
+    assert rollout_end_metrics(model, data, EvalConfig(horizons=[1, 4], split="all"), False) is None  # no end: Boxing is cut
+    last = torch.tensor(data.episode_lengths).cumsum(0) - 1
+    data.actions.zero_()
+    data.terminated[last - 1] = True  # every episode ends as if a life was lost on its last transition
+    data.actions[last - 1] = 1  # ... under action 1, which no other transition takes
+    real_rollout = model.rollout
+
+    def rollout(context, prev, actions, generator=None, sampling_steps=None, shift=0):
+        out = real_rollout(context, prev, actions, generator, sampling_steps)
+        return out._replace(end_probs=(actions.roll(shift, 1) == 1).float())
+
+    monkeypatch.setattr(model, "rollout", rollout)
+    cfg = EvalConfig(num_windows=3, horizons=[1, 4], batch_size=2, split="all", lpips=False)
+    ends = rollout_end_metrics(model, data, cfg, False)
+    assert ends["episodes"] == 3
+    for h in ("1", "4"):
+        assert ends["by_horizon"][h] == {"end_prob_at_game_end": 1.0, "ends_on_time": 1.0, "ended_before": 0.0}
+    monkeypatch.setattr(model, "rollout", lambda *a, **k: rollout(*a, **k, shift=-3))  # the dream ends 3 steps early
+    early = rollout_end_metrics(model, data, cfg, False)["by_horizon"]["4"]
+    assert early == {"end_prob_at_game_end": 0.0, "ends_on_time": 0.0, "ended_before": 1.0}
+    monkeypatch.setattr(model, "rollout", rollout)
+    r = rollout_metrics(model, data, EvalConfig(num_windows=6, horizons=[1, 4], batch_size=3, split="all", lpips=False), False)
+    windows = data.gather(data.distinct_windows(6, torch.Generator().manual_seed(0)))  # the same windows
+    assert r["false_end_rate"] == {"rate": 0.0, "windows": int((~windows.terminated[:, C - 1 :].any(1)).sum()), "horizon": 4}
+    monkeypatch.setattr(model, "rollout", lambda *a, **k: real_rollout(*a, **k)._replace(
+        end_probs=torch.ones(a[2].shape)))  # a dream that ends at every step
+    assert rollout_metrics(model, data, EvalConfig(num_windows=6, horizons=[1, 4], batch_size=3, split="all", lpips=False),
+                           False)["false_end_rate"]["rate"] == 1.0
+    assert "a life ends where the game's does" in evaluation_markdown(
+        {"rollouts": {**r, "ends": ends}, "context_frames": C, "sampling_steps": 1,
+         "heads": {"transitions": 1, "reward_accuracy": 1.0, "reward_balanced_accuracy": 1.0, "episode_ends": 1,
+                   "reward_recall_per_class": {"-1.0": None, "0.0": 1.0, "1.0": None}, "reward_class_counts": {},
+                   "end_precision": 1.0, "end_recall": 1.0, "end_f1": 1.0}})

@@ -79,11 +79,32 @@ def heads_summary(evaluation: dict[str, Any]) -> str:
             fe = {k: ("n/a" if v is None else f"{v:+.2f}") for k, v in early.items()}
             text += f" ({fe['-1.0']} / {fe['0.0']} / {fe['1.0']} over the first {evaluation['rollouts']['rollout_early_steps']} steps)"
         text += f"; {err['horizon']}-step return error {err['mean']:+.2f} (mean |error| {err['mean_abs']:.2f})."
+    text += ends_text(evaluation.get("rollouts", {}))
     signal = evaluation.get("rollouts", {}).get("reward_signal")
     said = reward_signal_text(signal)
     if said:
         text += f" **{said[0].upper()}{said[1:]}**" if signal["gaps"] else f" {said[0].upper()}{said[1:]}"
     return text
+
+
+def ends_text(rollouts: dict[str, Any]) -> str:
+    """One sentence on episode ends inside the rollouts (empty for results without them)."""
+    ends, false = rollouts.get("ends"), rollouts.get("false_end_rate")
+    text = ""
+    if ends:
+        hs = list(ends["by_horizon"])
+
+        def col(key: str) -> str:
+            return " / ".join(f"{ends['by_horizon'][h][key]:.2f}" for h in hs)
+
+        text += (f" Inside the rollouts a life ends where the game's does (within {ends['tolerance']} steps) in "
+                 f"{col('ends_on_time')} of {ends['episodes']} held-out ends dreamt from {' / '.join(hs)} steps "
+                 f"before them (end probability at the game's end {col('end_prob_at_game_end')}; "
+                 f"ended earlier {col('ended_before')})")
+    if false and false["rate"] is not None:
+        text += ("; the" if text else " The") + (f" dream ends in {false['rate']:.2f} of {false['windows']} windows where "
+                                                f"the game goes on for {false['horizon']} steps")
+    return text + "." if text else ""
 
 
 def reward_signal_text(signal: dict[str, Any] | None) -> str | None:

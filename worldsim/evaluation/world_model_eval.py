@@ -24,7 +24,9 @@ ball, each boxer still a sprite at horizon h; ``placed_<sprite>``: and where the
 
 Heads: reward-sign accuracy and episode-end precision / recall / F1 over every transition of the
 held-out episodes, teacher-forced (the real frames are fed as context, as the dream's heads see
-its own frames), plus the reward accuracy inside the rollouts.
+its own frames), plus the reward accuracy inside the rollouts; and whether a life ends in the
+dream where it ends in the game (``rollouts.ends``: rollouts that start ``h`` steps before held-out
+episode ends) and how often the dream ends where the game goes on (``rollouts.false_end_rate``).
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ def rollout_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig, pro
     # game paid -1 / 0 / +1: sums and counts per real sign, and per window dream - real H-step return
     paid, did = torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64)  # all steps, steps 1..EARLY
     return_errors = []
+    false_ends, no_end_windows = 0, 0
     for start in tqdm(range(0, n, cfg.batch_size), desc="rollouts", disable=not progress):
         batch = data.gather(windows[start : start + cfg.batch_size])  # frames (b, C+H, 3, h, w) uint8
         frames, actions, rewards = batch.frames, batch.actions, batch.rewards  # transitions (b, C+H-1)
@@ -137,6 +140,9 @@ def rollout_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig, pro
             for k in cfg.horizons:
                 scorer.add(name, k, model.decode(out.latents[:, k - 1]), frames[:, C + k - 1], last)
             if name == "model":
+                no_end = ~batch.terminated[:, C - 1 :].any(1)  # windows in which the game does not end
+                false_ends += int((out.end_probs.float().cpu()[no_end] > 0.5).any(1).sum())
+                no_end_windows += int(no_end.sum())
                 predicted = torch.tensor(REWARD_CLASSES)[out.reward_probs.argmax(-1).cpu()]
                 reward_hits += int((reward_to_class(predicted) == reward_to_class(rewards[:, C - 1 :])).sum())
                 reward_total += predicted.numel()
@@ -169,6 +175,9 @@ def rollout_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig, pro
     result["rollout_return_error"] = {"mean": float(errors.mean()), "mean_abs": float(np.abs(errors).mean()),
                                       "horizon": H} if len(errors) else None
     result["reward_signal"] = reward_signal(result["rollout_reward_by_real_sign"], result["rollout_real_sign_counts"])
+    # a dream that ends where the game goes on: an agent's episode cut short (ends where lives do: rollout_end_metrics)
+    result["false_end_rate"] = {"rate": false_ends / no_end_windows if no_end_windows else None,
+                                "windows": no_end_windows, "horizon": H}
     result["num_windows"] = n
     return result
 
@@ -195,6 +204,50 @@ def reward_signal(paid: dict[str, float | None], counts: dict[str, int]) -> dict
                "does not track the game")
     return {"gaps": gaps, "tracks": verdict == "tracks the game", "verdict": verdict,
             "min_gap": MIN_GAP, "min_events": MIN_EVENTS}
+
+
+END_TOLERANCE = 2  # generated steps before the game's end in which a dream's end still counts as on time
+
+
+@torch.no_grad()
+def rollout_end_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig, progress: bool,
+                        threshold: float = 0.5) -> dict[str, Any] | None:
+    """Does a life end in the dream where it ends in the game? The teacher-forced end F1 reads real
+    frames; a dream has to *make* the frame that ends a life (Breakout's ball past the paddle), and
+    when it does not, missing the ball costs an agent nothing in the dream.
+
+    From up to ``num_windows`` held-out episodes that end (``terminated``), seeded order: for each
+    horizon ``h`` the dream starts ``h`` steps before the end, from the ``C`` real frames there, under
+    the recorded actions. Per horizon: the dream's end probability at the game's end step, the share
+    that ends (p > ``threshold``, as the dream env decides) within ``END_TOLERANCE`` steps of it, and
+    the share that ended earlier (a false end). Beside it, over the rollouts of ``rollout_metrics``'s
+    windows in which the game does not end, the share the dream ends within ``max(horizons)`` steps.
+    None when no held-out episode ends with ``C + max(horizons)`` frames."""
+    C, H = model.cfg.dit.context_frames, max(cfg.horizons)
+    last = torch.tensor(data.episode_lengths).cumsum(0) - 1  # flat index of each episode's last frame
+    long_enough = torch.tensor(data.episode_lengths) >= C + H
+    ends = last[long_enough & data.terminated[(last - 1).clamp_min(0)]]
+    if not len(ends):
+        return None
+    ends = ends[torch.randperm(len(ends), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.num_windows]]
+    by_horizon = {}
+    for h in tqdm(cfg.horizons, desc="dream ends", disable=not progress):
+        at_end, on_time, early = [], [], []
+        for start in range(0, len(ends), cfg.batch_size):
+            idx = ends[start : start + cfg.batch_size, None] - (C + h - 1) + torch.arange(C + h)  # (b, C+h), last = end
+            batch = data.gather(idx)
+            latents = model.encode(batch.frames[:, :C])
+            gen = torch.Generator().manual_seed(cfg.seed * 7919 + 104729 * h + start)
+            out = model.rollout(latents, model.prev_actions(batch.actions[:, : C - 1]), batch.actions[:, C - 1 :], gen,
+                                cfg.sampling_steps)
+            p = out.end_probs.float().cpu()  # (b, h): step h is the game's end
+            at_end.append(p[:, -1])
+            on_time.append((p[:, -min(END_TOLERANCE + 1, h) :] > threshold).any(1))
+            early.append((p[:, : max(h - END_TOLERANCE - 1, 0)] > threshold).any(1))
+        by_horizon[str(h)] = {"end_prob_at_game_end": float(torch.cat(at_end).mean()),
+                              "ends_on_time": float(torch.cat(on_time).float().mean()),
+                              "ended_before": float(torch.cat(early).float().mean())}
+    return {"episodes": len(ends), "threshold": threshold, "tolerance": END_TOLERANCE, "by_horizon": by_horizon}
 
 
 @torch.no_grad()
@@ -265,6 +318,7 @@ def evaluate_world_model(model: WorldModel, ckpt: dict[str, Any], data_dir: str 
         lpips_net = get_lpips(device)
     with autocast(device, precision):
         result["rollouts"] = rollout_metrics(model, data, cfg, progress, lpips_net, sprites_for(ckpt.get("env", {})))
+        result["rollouts"]["ends"] = rollout_end_metrics(model, data, cfg, progress)
         result["heads"] = head_metrics(model, store, store.split_names(cfg.split, cfg.val_fraction), progress)
     result["seconds"] = time.perf_counter() - t0
     if out_dir is not None:
