@@ -198,11 +198,12 @@ def test_dream_ends_are_read_at_the_game_ends(setup, monkeypatch):
     monkeypatch.setattr(model, "rollout", rollout)
     r = rollout_metrics(model, data, EvalConfig(num_windows=6, horizons=[1, 4], batch_size=3, split="all", lpips=False), False)
     windows = data.gather(data.distinct_windows(6, torch.Generator().manual_seed(0)))  # the same windows
-    assert r["false_end_rate"] == {"rate": 0.0, "windows": int((~windows.terminated[:, C - 1 :].any(1)).sum()), "horizon": 4}
+    assert r["false_end_rate"] == {"rate": 0.0, "mean_end_prob": 0.0, "horizon": 4,
+                                   "windows": int((~windows.terminated[:, C - 1 :].any(1)).sum())}
     monkeypatch.setattr(model, "rollout", lambda *a, **k: real_rollout(*a, **k)._replace(
         end_probs=torch.ones(a[2].shape)))  # a dream that ends at every step
     assert rollout_metrics(model, data, EvalConfig(num_windows=6, horizons=[1, 4], batch_size=3, split="all", lpips=False),
-                           False)["false_end_rate"]["rate"] == 1.0
+                           False)["false_end_rate"] == {**r["false_end_rate"], "rate": 1.0, "mean_end_prob": 1.0}
     assert "a life ends where the game's does" in evaluation_markdown(
         {"rollouts": {**r, "ends": ends}, "context_frames": C, "sampling_steps": 1,
          "heads": {"transitions": 1, "reward_accuracy": 1.0, "reward_balanced_accuracy": 1.0, "episode_ends": 1,

@@ -103,7 +103,8 @@ def ends_text(rollouts: dict[str, Any]) -> str:
                  f"ended earlier {col('ended_before')})")
     if false and false["rate"] is not None:
         text += ("; the" if text else " The") + (f" dream ends in {false['rate']:.2f} of {false['windows']} windows where "
-                                                f"the game goes on for {false['horizon']} steps")
+                                                f"the game goes on for {false['horizon']} steps (end probability "
+                                                f"{false['mean_end_prob']:.3f} per step there)")
     return text + "." if text else ""
 
 

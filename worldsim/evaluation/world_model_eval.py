@@ -124,7 +124,7 @@ def rollout_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig, pro
     # game paid -1 / 0 / +1: sums and counts per real sign, and per window dream - real H-step return
     paid, did = torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64)  # all steps, steps 1..EARLY
     return_errors = []
-    false_ends, no_end_windows = 0, 0
+    false_ends, no_end_windows, no_end_prob = 0, 0, 0.0
     for start in tqdm(range(0, n, cfg.batch_size), desc="rollouts", disable=not progress):
         batch = data.gather(windows[start : start + cfg.batch_size])  # frames (b, C+H, 3, h, w) uint8
         frames, actions, rewards = batch.frames, batch.actions, batch.rewards  # transitions (b, C+H-1)
@@ -141,8 +141,10 @@ def rollout_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig, pro
                 scorer.add(name, k, model.decode(out.latents[:, k - 1]), frames[:, C + k - 1], last)
             if name == "model":
                 no_end = ~batch.terminated[:, C - 1 :].any(1)  # windows in which the game does not end
-                false_ends += int((out.end_probs.float().cpu()[no_end] > 0.5).any(1).sum())
+                p_end = out.end_probs.float().cpu()[no_end]  # (windows, H)
+                false_ends += int((p_end > 0.5).any(1).sum())
                 no_end_windows += int(no_end.sum())
+                no_end_prob += float(p_end.sum())
                 predicted = torch.tensor(REWARD_CLASSES)[out.reward_probs.argmax(-1).cpu()]
                 reward_hits += int((reward_to_class(predicted) == reward_to_class(rewards[:, C - 1 :])).sum())
                 reward_total += predicted.numel()
@@ -176,7 +178,9 @@ def rollout_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig, pro
                                       "horizon": H} if len(errors) else None
     result["reward_signal"] = reward_signal(result["rollout_reward_by_real_sign"], result["rollout_real_sign_counts"])
     # a dream that ends where the game goes on: an agent's episode cut short (ends where lives do: rollout_end_metrics)
+    # (and its mean end probability per step there: the floor a sampled end would fire on)
     result["false_end_rate"] = {"rate": false_ends / no_end_windows if no_end_windows else None,
+                                "mean_end_prob": no_end_prob / (no_end_windows * H) if no_end_windows else None,
                                 "windows": no_end_windows, "horizon": H}
     result["num_windows"] = n
     return result
