@@ -110,6 +110,8 @@ def _summarise(slot: dict[str, list[torch.Tensor]], sprites: tuple[Sprite, ...])
 
 
 EARLY = 4  # generated steps counted as "early" in the reward-by-real-sign split
+END_TOLERANCE = 2  # generated steps before the game's end in which a dream's end still counts as on time
+END_THRESHOLD = 0.5  # the dream env's default: an episode ends where the end probability passes it
 
 
 @torch.no_grad()
@@ -142,7 +144,7 @@ def rollout_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig, pro
             if name == "model":
                 no_end = ~batch.terminated[:, C - 1 :].any(1)  # windows in which the game does not end
                 p_end = out.end_probs.float().cpu()[no_end]  # (windows, H)
-                false_ends += int((p_end > 0.5).any(1).sum())
+                false_ends += int((p_end > END_THRESHOLD).any(1).sum())
                 no_end_windows += int(no_end.sum())
                 no_end_prob += float(p_end.sum())
                 predicted = torch.tensor(REWARD_CLASSES)[out.reward_probs.argmax(-1).cpu()]
@@ -210,20 +212,16 @@ def reward_signal(paid: dict[str, float | None], counts: dict[str, int]) -> dict
             "min_gap": MIN_GAP, "min_events": MIN_EVENTS}
 
 
-END_TOLERANCE = 2  # generated steps before the game's end in which a dream's end still counts as on time
-
-
 @torch.no_grad()
-def rollout_end_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig, progress: bool,
-                        threshold: float = 0.5) -> dict[str, Any] | None:
+def rollout_end_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig, progress: bool) -> dict[str, Any] | None:
     """Does a life end in the dream where it ends in the game? The teacher-forced end F1 reads real
-    frames; a dream has to *make* the frame that ends a life (Breakout's ball past the paddle), and
+    frames; a dream has to *make* the frame that ends a life (Breakout's lives digit dropping), and
     when it does not, missing the ball costs an agent nothing in the dream.
 
     From up to ``num_windows`` held-out episodes that end (``terminated``), seeded order: for each
     horizon ``h`` the dream starts ``h`` steps before the end, from the ``C`` real frames there, under
     the recorded actions. Per horizon: the dream's end probability at the game's end step, the share
-    that ends (p > ``threshold``, as the dream env decides) within ``END_TOLERANCE`` steps of it, and
+    that ends (p > ``END_THRESHOLD``, as the dream env decides) within ``END_TOLERANCE`` steps of it, and
     the share that ended earlier (a false end). Beside it, over the rollouts of ``rollout_metrics``'s
     windows in which the game does not end, the share the dream ends within ``max(horizons)`` steps.
     None when no held-out episode ends with ``C + max(horizons)`` frames."""
@@ -246,12 +244,12 @@ def rollout_end_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig,
                                 cfg.sampling_steps)
             p = out.end_probs.float().cpu()  # (b, h): step h is the game's end
             at_end.append(p[:, -1])
-            on_time.append((p[:, -min(END_TOLERANCE + 1, h) :] > threshold).any(1))
-            early.append((p[:, : max(h - END_TOLERANCE - 1, 0)] > threshold).any(1))
+            on_time.append((p[:, -min(END_TOLERANCE + 1, h) :] > END_THRESHOLD).any(1))
+            early.append((p[:, : max(h - END_TOLERANCE - 1, 0)] > END_THRESHOLD).any(1))
         by_horizon[str(h)] = {"end_prob_at_game_end": float(torch.cat(at_end).mean()),
                               "ends_on_time": float(torch.cat(on_time).float().mean()),
                               "ended_before": float(torch.cat(early).float().mean())}
-    return {"episodes": len(ends), "threshold": threshold, "tolerance": END_TOLERANCE, "by_horizon": by_horizon}
+    return {"episodes": len(ends), "threshold": END_THRESHOLD, "tolerance": END_TOLERANCE, "by_horizon": by_horizon}
 
 
 @torch.no_grad()
