@@ -49,8 +49,7 @@ def dream_at_ends(run: Path, show: int, seed: int) -> tuple[dict, np.ndarray]:
     model, _ = load_world_model(run / "world_model.pt")
     C = model.cfg.dit.context_frames
     data = WindowDataset(EpisodeStore.open(run / "data"), C + 1, "val", 0.1)
-    last = torch.tensor(data.episode_lengths).cumsum(0) - 1
-    ends = last[data.terminated[last - 1]][:show]
+    ends = data.ended_episode_frames()[:show]
     batch = data.gather(ends[:, None] - C + torch.arange(C + 1))
     latents = model.encode(batch.frames)
     prev = model.prev_actions(batch.actions[:, : C - 1])

@@ -78,6 +78,13 @@ class WindowDataset(torch.utils.data.Dataset):
             self._end_starts = self.starts[count > 0]
         return self._end_starts
 
+    def ended_episode_frames(self, min_frames: int = 1) -> torch.Tensor:
+        """Flat indices of the last frame of every episode that ends (its last transition
+        ``terminated``; a cut episode does not) and holds at least ``min_frames`` frames."""
+        lengths = torch.tensor(self.episode_lengths)
+        last = lengths.cumsum(0) - 1
+        return last[(lengths >= min_frames) & self.terminated[(last - 1).clamp_min(0)]]
+
     def window_indices(self, batch_size: int, generator: torch.Generator | None = None,
                        end_share: float = 0.0) -> torch.Tensor:
         """Flat frame indices (b, t) of ``batch_size`` windows drawn uniformly over valid positions.

@@ -226,9 +226,7 @@ def rollout_end_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig,
     windows in which the game does not end, the share the dream ends within ``max(horizons)`` steps.
     None when no held-out episode ends with ``C + max(horizons)`` frames."""
     C, H = model.cfg.dit.context_frames, max(cfg.horizons)
-    last = torch.tensor(data.episode_lengths).cumsum(0) - 1  # flat index of each episode's last frame
-    long_enough = torch.tensor(data.episode_lengths) >= C + H
-    ends = last[long_enough & data.terminated[(last - 1).clamp_min(0)]]
+    ends = data.ended_episode_frames(C + H)
     if not len(ends):
         return None
     ends = ends[torch.randperm(len(ends), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.num_windows]]
