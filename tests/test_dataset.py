@@ -172,3 +172,28 @@ def test_train_and_val_are_disjoint(tmp_path):
     val_eps = {int(n) for n in val.episode_names}
     batch = train.sample(256, torch.Generator().manual_seed(0))
     assert not val_eps & set(batch.frames[:, 0, 0, 0, 0].tolist())
+
+
+def test_end_targets_mark_the_last_steps_of_an_ended_episode_only():
+    from worldsim.data.dataset import end_targets
+
+    ended, cut = np.zeros(6, bool), np.zeros(6, bool)
+    ended[-1] = True
+    assert end_targets(ended, 1).tolist() == ended.tolist()
+    assert end_targets(ended, 3).tolist() == [False, False, False, True, True, True]
+    assert end_targets(ended, 10).all()  # longer than the episode: every step
+    assert not end_targets(cut, 3).any()  # an episode cut short (truncated) never ends
+    with pytest.raises(ValueError, match="end_within"):
+        end_targets(ended, 0)
+
+
+@pytest.mark.parametrize("within", [1, 3])
+def test_windows_carry_the_end_target_and_never_cross_episodes(tmp_path, within):
+    store = make_store(tmp_path, LENGTHS)
+    ds = WindowDataset(store, 3, split="all", end_within=within)
+    for i in range(len(ds)):
+        w = ds[i]
+        e, s = int(w.frames[0, 0, 0, 0]), int(w.frames[0, 1, 0, 0])
+        t = LENGTHS[e]  # transition j of episode e ends within `within` steps when j >= t - within
+        assert w.terminated.tolist() == [j >= t - within for j in range(s, s + 2)]
+    assert int(ds.terminated.sum()) == sum(t >= 2 for t in LENGTHS)  # the game's own ends (episodes holding a window) stay

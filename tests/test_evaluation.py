@@ -195,6 +195,11 @@ def test_dream_ends_are_read_at_the_game_ends(setup, monkeypatch):
     monkeypatch.setattr(model, "rollout", lambda *a, **k: rollout(*a, **k, shift=-3))  # the dream ends 3 steps early
     early = rollout_end_metrics(model, data, cfg, False)["by_horizon"]["4"]
     assert early == {"end_prob_at_game_end": 0.0, "ends_on_time": 0.0, "ended_before": 1.0}
+    monkeypatch.setattr(model.cfg, "end_within", 4)  # a head trained on "ends within 4 steps" should fire 3 early
+    within = rollout_end_metrics(model, data, cfg, False)
+    assert within["tolerance"] == 3
+    assert within["by_horizon"]["4"] == {"end_prob_at_game_end": 0.0, "ends_on_time": 1.0, "ended_before": 0.0}
+    monkeypatch.setattr(model.cfg, "end_within", 1)
     monkeypatch.setattr(model, "rollout", rollout)
     r = rollout_metrics(model, data, EvalConfig(num_windows=6, horizons=[1, 4], batch_size=3, split="all", lpips=False), False)
     windows = data.gather(data.distinct_windows(6, torch.Generator().manual_seed(0)))  # the same windows

@@ -1,7 +1,7 @@
 """Fixed-length windows of episodes, sampled uniformly over every valid start position.
 
 A window of ``length`` frames starting at frame ``s`` of an episode holds ``frames[s : s + length]``
-and the ``length - 1`` transitions between them (``actions``, ``rewards``, ``terminated``). Windows
+and the ``length - 1`` transitions between them (``actions``, ``rewards``, end targets). Windows
 never cross episode boundaries; episodes shorter than a window are left out.
 
 The episodes of a split are decompressed once into one contiguous uint8 tensor (a 60k-step
@@ -25,18 +25,33 @@ class WindowBatch(NamedTuple):
     frames: torch.Tensor  # (b, t, c, h, w) uint8
     actions: torch.Tensor  # (b, t-1) int64
     rewards: torch.Tensor  # (b, t-1) float32
-    terminated: torch.Tensor  # (b, t-1) bool
+    terminated: torch.Tensor  # (b, t-1) bool: the end head's target, the episode ends within end_within transitions
+
+
+def end_targets(terminated: np.ndarray, within: int = 1) -> np.ndarray:
+    """The episode-end head's targets of one episode's transitions (t,): transition ``i`` is positive
+    when the episode ends (``terminated``) at one of the transitions ``i .. i + within - 1``; with
+    ``within`` = 1, ``terminated`` itself. A longer target lets the head see an end coming from what the
+    frames show: a Breakout life ends where the lives digit drops, 5-9 steps after the ball is gone,
+    a timer longer than the model's context (docs/agents.md)."""
+    if within < 1:
+        raise ValueError(f"model.end_within={within}: the end target spans at least 1 transition (1 = the end itself).")
+    out = np.zeros(len(terminated), dtype=bool)
+    ends = np.flatnonzero(terminated)
+    for e in ends:  # (only the last transition of an episode can end it)
+        out[max(0, e - within + 1) : e + 1] = True
+    return out
 
 
 class WindowDataset(torch.utils.data.Dataset):
     def __init__(self, store: EpisodeStore, length: int, split: str = "train", val_fraction: float = 0.1,
-                 max_episodes: int | None = None, progress: bool = False) -> None:
+                 max_episodes: int | None = None, progress: bool = False, end_within: int = 1) -> None:
         if length < 1:  # one frame: the context of a model that sees one frame; training windows need 2 or more
             raise ValueError(f"a window needs at least 1 frame, got length={length}.")
         self.store = store
         self.length = int(length)
         names = store.split_names(split, val_fraction)[:max_episodes]
-        frames, actions, rewards, terminated = [], [], [], []
+        frames, actions, rewards, terminated, targets = [], [], [], [], []
         offset = 0
         self.episode_names: list[str] = []
         self.episode_lengths: list[int] = []
@@ -51,6 +66,7 @@ class WindowDataset(torch.utils.data.Dataset):
             actions.append(torch.from_numpy(np.append(ep.actions, 0)))
             rewards.append(torch.from_numpy(np.append(ep.rewards, 0.0).astype(np.float32)))
             terminated.append(torch.from_numpy(np.append(ep.terminated, False)))
+            targets.append(torch.from_numpy(np.append(end_targets(ep.terminated, end_within), False)))
             self.episode_lengths.append(t + 1)  # frames of each episode, back to back in the flat arrays
             offset += t + 1
         if not frames:
@@ -62,7 +78,8 @@ class WindowDataset(torch.utils.data.Dataset):
         self.frames = torch.cat(frames)  # (N, h, w, c) uint8, all episodes back to back
         self.actions = torch.cat(actions)
         self.rewards = torch.cat(rewards)
-        self.terminated = torch.cat(terminated)
+        self.terminated = torch.cat(terminated)  # the game's episode ends
+        self.end_targets = torch.cat(targets)  # the end head's targets (see end_targets)
         self.starts = self.starts_for(self.length)  # valid window starts into the flat arrays
         self.num_steps = int(offset - len(frames))
 
@@ -110,9 +127,9 @@ class WindowDataset(torch.utils.data.Dataset):
         return torch.cat(per_episode) if per_episode else torch.zeros(0, dtype=torch.long)
 
     def transitions(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """actions, rewards, terminated (b, t-1) of the windows at flat indices ``idx`` (b, t)."""
+        """actions, rewards, end targets (b, t-1) of the windows at flat indices ``idx`` (b, t)."""
         tr = idx[:, :-1]
-        return self.actions[tr], self.rewards[tr], self.terminated[tr]
+        return self.actions[tr], self.rewards[tr], self.end_targets[tr]
 
     def gather(self, idx: torch.Tensor) -> WindowBatch:
         """The windows at flat frame indices ``idx`` (b, t), frames as (b, t, c, h, w)."""

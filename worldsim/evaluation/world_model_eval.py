@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from worldsim.data.dataset import WindowDataset
+from worldsim.data.dataset import WindowDataset, end_targets
 from worldsim.data.store import EpisodeStore
 from worldsim.evaluation.sprites import Sprite, sprites_for, survival_sums
 from worldsim.io import atomic_write_json, atomic_write_with
@@ -221,7 +221,8 @@ def rollout_end_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig,
     From up to ``num_windows`` held-out episodes that end (``terminated``), seeded order: for each
     horizon ``h`` the dream starts ``h`` steps before the end, from the ``C`` real frames there, under
     the recorded actions. Per horizon: the dream's end probability at the game's end step, the share
-    that ends (p > ``END_THRESHOLD``, as the dream env decides) within ``END_TOLERANCE`` steps of it, and
+    that ends (p > ``END_THRESHOLD``, as the dream env decides) within ``END_TOLERANCE`` steps of it (or
+    within the ``end_within - 1`` steps before it that a head trained on that target marks), and
     the share that ended earlier (a false end). Beside it, over the rollouts of ``rollout_metrics``'s
     windows in which the game does not end, the share the dream ends within ``max(horizons)`` steps.
     None when no held-out episode ends with ``C + max(horizons)`` frames."""
@@ -230,6 +231,7 @@ def rollout_end_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig,
     if not len(ends):
         return None
     ends = ends[torch.randperm(len(ends), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.num_windows]]
+    tolerance = max(END_TOLERANCE, model.cfg.end_within - 1)
     by_horizon = {}
     for h in tqdm(cfg.horizons, desc="dream ends", disable=not progress):
         at_end, on_time, early = [], [], []
@@ -242,12 +244,12 @@ def rollout_end_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig,
                                 cfg.sampling_steps)
             p = out.end_probs.float().cpu()  # (b, h): step h is the game's end
             at_end.append(p[:, -1])
-            on_time.append((p[:, -min(END_TOLERANCE + 1, h) :] > END_THRESHOLD).any(1))
-            early.append((p[:, : max(h - END_TOLERANCE - 1, 0)] > END_THRESHOLD).any(1))
+            on_time.append((p[:, -min(tolerance + 1, h) :] > END_THRESHOLD).any(1))
+            early.append((p[:, : max(h - tolerance - 1, 0)] > END_THRESHOLD).any(1))
         by_horizon[str(h)] = {"end_prob_at_game_end": float(torch.cat(at_end).mean()),
                               "ends_on_time": float(torch.cat(on_time).float().mean()),
                               "ended_before": float(torch.cat(early).float().mean())}
-    return {"episodes": len(ends), "threshold": END_THRESHOLD, "tolerance": END_TOLERANCE, "by_horizon": by_horizon}
+    return {"episodes": len(ends), "threshold": END_THRESHOLD, "tolerance": tolerance, "by_horizon": by_horizon}
 
 
 @torch.no_grad()
@@ -269,7 +271,7 @@ def head_metrics(model: WorldModel, store: EpisodeStore, names: list[str], progr
             pred_w.append(int((heads.reward * model.reward_weights).argmax(-1)))  # the training loss's weighted softmax
             pred_e.append(bool(heads.end > 0.5))
         true_r += reward_to_class(torch.from_numpy(ep.rewards[C - 1 :])).tolist()
-        true_e += ep.terminated[C - 1 :].tolist()
+        true_e += end_targets(ep.terminated, model.cfg.end_within)[C - 1 :].tolist()
     pr, tr = np.array(pred_r), np.array(true_r)
     pe, te = np.array(pred_e, dtype=bool), np.array(true_e, dtype=bool)
     tp, fp, fn = int((pe & te).sum()), int((pe & ~te).sum()), int((~pe & te).sum())
@@ -304,7 +306,7 @@ def evaluate_world_model(model: WorldModel, ckpt: dict[str, Any], data_dir: str 
     check_env_matches(ckpt, store.metadata, data_dir)
     C, H = model.cfg.dit.context_frames, max(cfg.horizons)
     t0 = time.perf_counter()
-    data = WindowDataset(store, C + H, cfg.split, cfg.val_fraction)
+    data = WindowDataset(store, C + H, cfg.split, cfg.val_fraction, end_within=model.cfg.end_within)
     device = next(model.parameters()).device
     precision = resolve_precision(cfg.precision, device)
     result: dict[str, Any] = {"checkpoint_step": ckpt.get("step"), "data_dir": str(data_dir), "split": cfg.split,

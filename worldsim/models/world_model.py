@@ -38,6 +38,7 @@ class WorldModelConfig:
     reward_weight: float = 0.5
     end_weight: float = 0.5
     end_pos_weight: float = 10.0  # episode ends are rare: weight the positive class
+    end_within: int = 1  # the end head's target: the episode ends within this many steps (worldsim/data/dataset.py)
     heads_conv_width: int = 64  # width of the heads' conv view of the latent frame pair
     # Pose memory (worldsim/models/memory.py): every generated frame also sees the frame among its last
     # memory_span predecessors seen from the nearest camera pose (odometry from the env's motion table). 0: off.

@@ -41,7 +41,7 @@ class DreamTransitions(NamedTuple):
     prev: torch.Tensor  # (r, c, h, w) the dream's previous frame
     new: torch.Tensor  # (r, c, h, w) the generated frame
     rewards: torch.Tensor  # (r,) the real reward of the same step
-    terminated: torch.Tensor  # (r,) the real episode end of the same step
+    terminated: torch.Tensor  # (r,) the end head's target of the same real step (WindowDataset.end_targets)
 
 
 class HeadRollouts:
@@ -94,7 +94,7 @@ class HeadRollouts:
             prev = self.cache.last_latents.float()
             tokens = model.append_features(self.cache, new, actions).float()
             self.cache.last_latents = new
-        rewards, terminated = self.data.rewards[self.pos].to(self.device), self.data.terminated[self.pos].to(self.device)
+        rewards, terminated = self.data.rewards[self.pos].to(self.device), self.data.end_targets[self.pos].to(self.device)
         self.pos = self.pos + 1  # windows lie inside one episode: an end can only be a dream's last step
         if self.history:
             self.frames = torch.cat([self.frames, new.float()[:, None]], 1)[:, -self.history:]

@@ -145,10 +145,11 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
     store.check_compatible(tok_ckpt["env"], what=f"the tokenizer {tokenizer_path}")
     if env_meta is not None:
         store.check_compatible(env_meta)
-    train_data = WindowDataset(store, train.window, "train", train.val_fraction, progress=progress)
+    cfg = world_model_config(model_cfg, tok_ckpt["config"]["model"], int(store.metadata["num_actions"]))
+    train_data = WindowDataset(store, train.window, "train", train.val_fraction, progress=progress,
+                               end_within=cfg.end_within)
 
     # ---- model, EMA, optimiser
-    cfg = world_model_config(model_cfg, tok_ckpt["config"]["model"], int(store.metadata["num_actions"]))
     model = WorldModel(cfg)
     model.tokenizer.load_state_dict(tokenizer.state_dict())
     model.tokenizer.requires_grad_(False)

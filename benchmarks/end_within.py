@@ -1,0 +1,116 @@
+"""Does an end target readable from the frames make lives end in the dream, and does the agent
+trained there do better on the real game? (issue 12; docs/agents.md "Why lives do not end in the dream")
+
+A Breakout life ends where the lives digit drops, 5-9 steps after the ball is gone: a timer longer than
+the world model's 4-frame context, so the dream never drops the digit and never ends a life
+(benchmarks/life_ends.py). ``model.end_within=k`` trains the end head on "the episode ends within k
+steps" instead, which the frames show (the ball is gone).
+
+Arms, all from one finished loop's world model (``--run``), on its own store and tokenizer:
+
+* ``base``: that world model as it is;
+* ``kN`` (``--arm k1:1 --arm k10:10``): the same checkpoint trained ``--steps`` more steps on the same
+  schedule with ``end_within=N`` (k1 is the control: the same extra training, the old target).
+
+Per arm: ``worldsim evaluate-world-model`` (heads, in-rollout ends, false ends), a fresh PPO agent
+trained in its dream (``--agent-steps``, the loop's agent settings), scored on the real game (10
+episodes, the loop's fixed seeds) beside a random policy and in 16 dreams. Every stage resumes; the
+JSON keeps the commands, seconds and the matmul peaks measured before each arm.
+
+    python benchmarks/end_within.py --run runs/atari100k_wm4k_patch/breakout_seed1 --root runs/end_within \\
+        --arm base: --arm k1:1 --arm k10:10 --out benchmarks/results/end_within_breakout.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from worldsim.io import atomic_write_json
+
+sys.path.insert(0, str(Path(__file__).parent))
+from atari100k import peaks  # noqa: E402
+
+
+def run(cmd: list[str]) -> None:
+    print("$ worldsim " + " ".join(cmd), flush=True)
+    subprocess.run([sys.executable, "-m", "worldsim.cli", *cmd], check=True)
+
+
+def fine_tune(src: Path, arm_dir: Path, within: int, steps: int) -> None:
+    """The source checkpoint trained ``steps`` more steps with the end target ``within``, on the
+    schedule of its own train config stretched to the new total (resumes)."""
+    from worldsim.config import dataclass_from_dict
+    from worldsim.models.checkpoint import load_checkpoint, save_checkpoint
+    from worldsim.training.train_world_model import WorldModelTrainConfig, train_world_model
+
+    out = arm_dir / "world_model.pt"
+    ckpt = load_checkpoint(src / "world_model.pt", kind="world_model")
+    model_cfg = {**ckpt["config"]["model"], "end_within": within}
+    if not out.exists():  # the starting point: the source weights, optimiser and generators, the new target
+        arm_dir.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(out, {**ckpt, "config": {**ckpt["config"], "model": model_cfg}})
+    train = dataclass_from_dict(WorldModelTrainConfig, {**ckpt["config"]["train"], "steps": int(ckpt["step"]) + steps})
+    train_world_model(src / "data", src / "tokenizer.pt", out, {k: v for k, v in model_cfg.items() if k != "tokenizer"},
+                      train, env_meta=ckpt["env"], run_dir=arm_dir, progress=False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", required=True, help="a finished `worldsim loop` run directory")
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--arm", action="append", required=True, help="NAME:K (K empty: the world model as it is)")
+    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--agent-steps", type=int, default=40000)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    src, root, out = Path(args.run), Path(args.root), Path(args.out)
+    loop = json.loads((src / "loop.json").read_text())["fingerprint"]
+    env = ["env=atari100k", f"env.kwargs.game={loop['env_kwargs']['game']}"]
+    agent = loop["agent"]
+    result = json.loads(out.read_text()) if out.exists() else {"source_run": str(src), "arms": {}}
+    for spec in args.arm:
+        name, k = spec.split(":", 1)
+        d = root / name
+        done = d / "arm_done.json"
+        if not done.exists():
+            d.mkdir(parents=True, exist_ok=True)
+            rec = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), **peaks(), "end_within": int(k) if k else 1,
+                   "extra_world_model_steps": args.steps if k else 0}
+            t = time.perf_counter()
+            wm = d / "world_model.pt" if k else src / "world_model.pt"
+            if k:
+                fine_tune(src, d, int(k), args.steps)
+            rec["world_model_seconds"] = time.perf_counter() - t
+            run(["evaluate-world-model", *env, f"checkpoint={wm}", f"data_dir={src / 'data'}", "split=val",
+                 "num_windows=50", "horizons=[1,4,16]", "lpips=false", f"out_dir={d / 'eval'}", "progress=false"])
+            if not (d / "agent.json").exists():
+                run(["train-agent", *env, f"checkpoint={wm}", f"data_dir={src / 'data'}", f"out={d / 'agent.json'}",
+                     f"agent.steps={args.agent_steps}", f"agent.seed={agent['seed'] + loop['seed']}",
+                     f"agent.frame_stack={agent['frame_stack']}", f"agent.horizon={agent['horizon']}", "device=cpu",
+                     "progress=false"])
+            run(["evaluate-agent", f"path={d / 'agent.json'}", "episodes=10", "progress=false"])
+            rec["seconds"] = time.perf_counter() - t
+            atomic_write_json(done, rec)
+        rec = json.loads(done.read_text())
+        ev = json.loads((d / "eval" / "world_model_eval.json").read_text())
+        score = json.loads((d / "agent_evaluation.json").read_text())
+        result["arms"][name] = {
+            **rec, "heads": {k: ev["heads"][k] for k in ("end_precision", "end_recall", "end_f1", "episode_ends")},
+            "dream_ends": ev["rollouts"].get("ends"), "false_end_rate": ev["rollouts"].get("false_end_rate"),
+            "agent_real": {k: score["real"][k] for k in ("mean_return", "ci95", "episodes", "returns")},
+            "random_real": score["random"]["mean_return"],
+            "agent_dream": score["dream"]["mean_return"], "random_dream": score["dream"]["random"]["mean_return"],
+            "agent_dream_lengths_mean": sum(score["dream"]["lengths"]) / len(score["dream"]["lengths"]),
+            "random_dream_lengths_mean": sum(score["dream"]["random"]["lengths"]) / len(score["dream"]["random"]["lengths"]),
+        }
+        atomic_write_json(out, result)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
