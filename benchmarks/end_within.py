@@ -10,7 +10,10 @@ Arms, all from one finished loop's world model (``--run``), on its own store and
 
 * ``base``: that world model as it is;
 * ``kN`` (``--arm k1:1 --arm k10:10``): the same checkpoint trained ``--steps`` more steps on the same
-  schedule with ``end_within=N`` (k1 is the control: the same extra training, the old target).
+  schedule with ``end_within=N`` (k1 is the control: the same extra training, the old target);
+  ``--arm k10w1:10:1`` also sets ``model.end_pos_weight=1``: with k = 10 about a quarter of Breakout's
+  steps are positive and whether the paddle will miss is uncertain there, so the default weight 10
+  (for rare, certain ends) moves the 0.5 decision down to a 1-in-11 chance of an end.
 
 Per arm: ``worldsim evaluate-world-model`` (heads, in-rollout ends, false ends), a fresh PPO agent
 trained in its dream (``--agent-steps``, the loop's agent settings), scored on the real game (10
@@ -41,9 +44,10 @@ def run(cmd: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "worldsim.cli", *cmd], check=True)
 
 
-def fine_tune(src: Path, arm_dir: Path, within: int, steps: int) -> None:
-    """The source checkpoint trained ``steps`` more steps with the end target ``within``, on the
-    schedule of its own train config stretched to the new total (resumes)."""
+def fine_tune(src: Path, arm_dir: Path, within: int, pos_weight: float | None, steps: int) -> None:
+    """The source checkpoint trained ``steps`` more steps with the end target ``within`` (and the
+    positive class weight ``pos_weight``; None: the checkpoint's), on the schedule of its own train
+    config stretched to the new total (resumes)."""
     from worldsim.config import dataclass_from_dict
     from worldsim.models.checkpoint import load_checkpoint, save_checkpoint
     from worldsim.training.train_world_model import WorldModelTrainConfig, train_world_model
@@ -51,6 +55,8 @@ def fine_tune(src: Path, arm_dir: Path, within: int, steps: int) -> None:
     out = arm_dir / "world_model.pt"
     ckpt = load_checkpoint(src / "world_model.pt", kind="world_model")
     model_cfg = {**ckpt["config"]["model"], "end_within": within}
+    if pos_weight is not None:
+        model_cfg["end_pos_weight"] = pos_weight
     if not out.exists():  # the starting point: the source weights, optimiser and generators, the new target
         arm_dir.mkdir(parents=True, exist_ok=True)
         save_checkpoint(out, {**ckpt, "config": {**ckpt["config"], "model": model_cfg}})
@@ -63,7 +69,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", required=True, help="a finished `worldsim loop` run directory")
     ap.add_argument("--root", required=True)
-    ap.add_argument("--arm", action="append", required=True, help="NAME:K (K empty: the world model as it is)")
+    ap.add_argument("--arm", action="append", required=True,
+                    help="NAME:K[:W] (K empty: the world model as it is; W: model.end_pos_weight, default the checkpoint's)")
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--agent-steps", type=int, default=40000)
     ap.add_argument("--out", required=True)
@@ -74,39 +81,39 @@ def main() -> None:
     agent = loop["agent"]
     result = json.loads(out.read_text()) if out.exists() else {"source_run": str(src), "arms": {}}
     for spec in args.arm:
-        name, k = spec.split(":", 1)
+        name, k, *w = spec.split(":")
+        pos_weight = float(w[0]) if w else None
         d = root / name
-        done = d / "arm_done.json"
-        if not done.exists():
-            d.mkdir(parents=True, exist_ok=True)
-            rec = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), **peaks(), "end_within": int(k) if k else 1,
-                   "extra_world_model_steps": args.steps if k else 0}
-            t = time.perf_counter()
-            wm = d / "world_model.pt" if k else src / "world_model.pt"
-            if k:
-                fine_tune(src, d, int(k), args.steps)
-            rec["world_model_seconds"] = time.perf_counter() - t
+        d.mkdir(parents=True, exist_ok=True)
+        if not (d / "arm.json").exists():
+            atomic_write_json(d / "arm.json", {"started": time.strftime("%Y-%m-%d %H:%M:%S"), **peaks(),
+                                              "end_within": int(k) if k else 1, "end_pos_weight": pos_weight,
+                                              "extra_world_model_steps": args.steps if k else 0})
+        rec = json.loads((d / "arm.json").read_text())
+        wm = d / "world_model.pt" if k else src / "world_model.pt"
+        if k:
+            fine_tune(src, d, int(k), pos_weight, args.steps)
+        ev_path, score_path = d / "eval" / "world_model_eval.json", d / "agent_evaluation.json"
+        if not ev_path.exists():
             run(["evaluate-world-model", *env, f"checkpoint={wm}", f"data_dir={src / 'data'}", "split=val",
                  "num_windows=50", "horizons=[1,4,16]", "lpips=false", f"out_dir={d / 'eval'}", "progress=false"])
-            if not (d / "agent.json").exists():
-                run(["train-agent", *env, f"checkpoint={wm}", f"data_dir={src / 'data'}", f"out={d / 'agent.json'}",
-                     f"agent.steps={args.agent_steps}", f"agent.seed={agent['seed'] + loop['seed']}",
-                     f"agent.frame_stack={agent['frame_stack']}", f"agent.horizon={agent['horizon']}", "device=cpu",
-                     "progress=false"])
+        if not (d / "agent.json").exists():
+            run(["train-agent", *env, f"checkpoint={wm}", f"data_dir={src / 'data'}", f"out={d / 'agent.json'}",
+                 f"agent.steps={args.agent_steps}", f"agent.seed={agent['seed'] + loop['seed']}",
+                 f"agent.frame_stack={agent['frame_stack']}", f"agent.horizon={agent['horizon']}", "progress=false"])
+        if not score_path.exists():
             run(["evaluate-agent", f"path={d / 'agent.json'}", "episodes=10", "progress=false"])
-            rec["seconds"] = time.perf_counter() - t
-            atomic_write_json(done, rec)
-        rec = json.loads(done.read_text())
-        ev = json.loads((d / "eval" / "world_model_eval.json").read_text())
-        score = json.loads((d / "agent_evaluation.json").read_text())
+        ev, score = json.loads(ev_path.read_text()), json.loads(score_path.read_text())
+        dream = score["dream"]
         result["arms"][name] = {
-            **rec, "heads": {k: ev["heads"][k] for k in ("end_precision", "end_recall", "end_f1", "episode_ends")},
+            **rec,
+            "heads": {k: ev["heads"][k] for k in ("end_precision", "end_recall", "end_f1", "episode_ends")},
             "dream_ends": ev["rollouts"].get("ends"), "false_end_rate": ev["rollouts"].get("false_end_rate"),
             "agent_real": {k: score["real"][k] for k in ("mean_return", "ci95", "episodes", "returns")},
             "random_real": score["random"]["mean_return"],
-            "agent_dream": score["dream"]["mean_return"], "random_dream": score["dream"]["random"]["mean_return"],
-            "agent_dream_lengths_mean": sum(score["dream"]["lengths"]) / len(score["dream"]["lengths"]),
-            "random_dream_lengths_mean": sum(score["dream"]["random"]["lengths"]) / len(score["dream"]["random"]["lengths"]),
+            "agent_dream": dream["mean_return"], "random_dream": dream["random"]["mean_return"],
+            "agent_dream_length": sum(dream["lengths"]) / len(dream["lengths"]),
+            "random_dream_length": sum(dream["random"]["lengths"]) / len(dream["random"]["lengths"]),
         }
         atomic_write_json(out, result)
     print(json.dumps(result, indent=1))
