@@ -44,10 +44,11 @@ def run(cmd: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "worldsim.cli", *cmd], check=True)
 
 
-def fine_tune(src: Path, arm_dir: Path, within: int, pos_weight: float | None, steps: int) -> None:
+def fine_tune(src: Path, arm_dir: Path, within: int, pos_weight: float | None, steps: int,
+              schedule_steps: int | None) -> None:
     """The source checkpoint trained ``steps`` more steps with the end target ``within`` (and the
-    positive class weight ``pos_weight``; None: the checkpoint's), on the schedule of its own train
-    config stretched to the new total (resumes)."""
+    positive class weight ``pos_weight``; None: the checkpoint's), its cosine schedule stretched to
+    ``schedule_steps`` (None: to the new total, so the rate stays near its floor) (resumes)."""
     from worldsim.config import dataclass_from_dict
     from worldsim.models.checkpoint import load_checkpoint, save_checkpoint
     from worldsim.training.train_world_model import WorldModelTrainConfig, train_world_model
@@ -60,9 +61,10 @@ def fine_tune(src: Path, arm_dir: Path, within: int, pos_weight: float | None, s
     if not out.exists():  # the starting point: the source weights, optimiser and generators, the new target
         arm_dir.mkdir(parents=True, exist_ok=True)
         save_checkpoint(out, {**ckpt, "config": {**ckpt["config"], "model": model_cfg}})
-    train = dataclass_from_dict(WorldModelTrainConfig, {**ckpt["config"]["train"], "steps": int(ckpt["step"]) + steps})
+    until = int(ckpt["step"]) + steps
+    train = dataclass_from_dict(WorldModelTrainConfig, {**ckpt["config"]["train"], "steps": schedule_steps or until})
     train_world_model(src / "data", src / "tokenizer.pt", out, {k: v for k, v in model_cfg.items() if k != "tokenizer"},
-                      train, env_meta=ckpt["env"], run_dir=arm_dir, progress=False)
+                      train, env_meta=ckpt["env"], run_dir=arm_dir, progress=False, until=until)
 
 
 def main() -> None:
@@ -72,6 +74,8 @@ def main() -> None:
     ap.add_argument("--arm", action="append", required=True,
                     help="NAME:K[:W] (K empty: the world model as it is; W: model.end_pos_weight, default the checkpoint's)")
     ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--schedule-steps", type=int, default=None,
+                    help="the fine-tune's cosine schedule length (e.g. 100000: near the peak rate throughout)")
     ap.add_argument("--agent-steps", type=int, default=40000)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -88,11 +92,12 @@ def main() -> None:
         if not (d / "arm.json").exists():
             atomic_write_json(d / "arm.json", {"started": time.strftime("%Y-%m-%d %H:%M:%S"), **peaks(),
                                               "end_within": int(k) if k else 1, "end_pos_weight": pos_weight,
-                                              "extra_world_model_steps": args.steps if k else 0})
+                                              "extra_world_model_steps": args.steps if k else 0,
+                                              "schedule_steps": args.schedule_steps if k else None})
         rec = json.loads((d / "arm.json").read_text())
         wm = d / "world_model.pt" if k else src / "world_model.pt"
         if k:
-            fine_tune(src, d, int(k), pos_weight, args.steps)
+            fine_tune(src, d, int(k), pos_weight, args.steps, args.schedule_steps)
         ev_path, score_path = d / "eval" / "world_model_eval.json", d / "agent_evaluation.json"
         if not ev_path.exists():
             run(["evaluate-world-model", *env, f"checkpoint={wm}", f"data_dir={src / 'data'}", "split=val",
