@@ -214,3 +214,34 @@ def test_dream_ends_are_read_at_the_game_ends(setup, monkeypatch):
          "heads": {"transitions": 1, "reward_accuracy": 1.0, "reward_balanced_accuracy": 1.0, "episode_ends": 1,
                    "reward_recall_per_class": {"-1.0": None, "0.0": 1.0, "1.0": None}, "reward_class_counts": {},
                    "end_precision": 1.0, "end_recall": 1.0, "end_f1": 1.0}})
+
+
+def test_teacher_forced_end_scores_read_the_end_within_target(setup, tmp_path, monkeypatch):
+    """head_metrics scores the end head against the target it was trained on (the last end_within
+    transitions of an ended episode) and still counts the game's own ends."""
+    from dataclasses import replace
+
+    from worldsim.evaluation.world_model_eval import head_metrics
+    from worldsim.models.heads import HeadOutput
+
+    model, data = setup
+    store = EpisodeStore.create(tmp_path / "ended", data.store.metadata)
+    for i, (_, ep) in enumerate(data.store.iter_episodes()):
+        terminated = ep.terminated.copy()
+        terminated[-1] = True  # every episode ends (a life lost on its last step)
+        store.write(replace(ep, terminated=terminated, truncated=ep.truncated & False), index=i)
+    names = store.split_names("all")
+    monkeypatch.setattr(model, "append", lambda cache, latents, a: HeadOutput(
+        torch.tensor([[0.0, 1.0, 0.0]]), torch.ones(1)))  # an end head that always says "it ends"
+    scored = []
+    for within in (1, 3):
+        monkeypatch.setattr(model.cfg, "end_within", within)
+        h = head_metrics(model, store, names, False)
+        assert h["episode_ends"] == len(names) and h["end_targets"] == within * len(names)
+        assert h["end_recall"] == 1.0 and h["end_precision"] == pytest.approx(within * len(names) / h["transitions"])
+        scored.append(h["end_precision"])
+    assert scored[1] == pytest.approx(3 * scored[0])
+    from worldsim.evaluation.tables import heads_summary
+
+    assert "episode end of 'ends within 3 steps' precision" in heads_summary({"heads": h})
+    assert "episode end precision" in heads_summary({"heads": {**h, "end_within": 1}})

@@ -64,7 +64,9 @@ def heads_summary(evaluation: dict[str, Any]) -> str:
         rw = {k: (f"{v:.2f}" if v is not None else "n/a") for k, v in hd["reward_recall_per_class_weighted"].items()}
         text += (f", deciding by the data posterior; {hd['reward_balanced_accuracy_weighted']:.3f} deciding with the "
                  f"training class weights (recall {rw['-1.0']} / {rw['0.0']} / {rw['1.0']})")
-    text += (f"; episode end precision {hd['end_precision']:.2f}, "
+    within = hd.get("end_within", 1)
+    target = f" of 'ends within {within} steps'" if within > 1 else ""
+    text += (f"; episode end{target} precision {hd['end_precision']:.2f}, "
             f"recall {hd['end_recall']:.2f}, F1 {hd['end_f1']:.2f} ({hd['episode_ends']} ends).")
     if "rollout_reward_accuracy" in evaluation.get("rollouts", {}):
         text += f" Reward accuracy inside the rollouts: {evaluation['rollouts']['rollout_reward_accuracy']:.3f}."

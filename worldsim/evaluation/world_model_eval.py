@@ -257,6 +257,7 @@ def head_metrics(model: WorldModel, store: EpisodeStore, names: list[str], progr
     """Teacher-forced reward / episode-end predictions over every transition of the given episodes."""
     C = model.cfg.dit.context_frames
     pred_r, pred_w, true_r, pred_e, true_e = [], [], [], [], []
+    game_ends = 0  # the game's own ends (the targets mark end_within steps before each)
     for _, ep in tqdm(store.iter_episodes(names), total=len(names), desc="heads", disable=not progress):
         if len(ep) < C:
             continue
@@ -272,6 +273,7 @@ def head_metrics(model: WorldModel, store: EpisodeStore, names: list[str], progr
             pred_e.append(bool(heads.end > 0.5))
         true_r += reward_to_class(torch.from_numpy(ep.rewards[C - 1 :])).tolist()
         true_e += end_targets(ep.terminated, model.cfg.end_within)[C - 1 :].tolist()
+        game_ends += int(ep.terminated[C - 1 :].sum())
     pr, tr = np.array(pred_r), np.array(true_r)
     pe, te = np.array(pred_e, dtype=bool), np.array(true_e, dtype=bool)
     tp, fp, fn = int((pe & te).sum()), int((pe & ~te).sum()), int((~pe & te).sum())
@@ -296,7 +298,8 @@ def head_metrics(model: WorldModel, store: EpisodeStore, names: list[str], progr
         "reward_balanced_accuracy_weighted": balanced(recall_weighted),
         "reward_class_counts": {str(REWARD_CLASSES[c]): int((tr == c).sum()) for c in range(3)},
         "end_precision": precision, "end_recall": recall,
-        "end_f1": 2 * precision * recall / max(precision + recall, 1e-9), "episode_ends": int(te.sum()),
+        "end_f1": 2 * precision * recall / max(precision + recall, 1e-9), "episode_ends": game_ends,
+        "end_within": model.cfg.end_within, "end_targets": int(te.sum()),
     }
 
 
