@@ -9,8 +9,10 @@ steps" instead, which the frames show (the ball is gone).
 Arms, all from one finished loop's world model (``--run``), on its own store and tokenizer:
 
 * ``base``: that world model as it is;
-* ``kN`` (``--arm k1:1 --arm k10:10``): the same checkpoint trained ``--steps`` more steps on the same
-  schedule with ``end_within=N`` (k1 is the control: the same extra training, the old target);
+* ``kN`` (``--arm k1:1 --arm k10:10``): the same checkpoint trained ``--steps`` more steps with
+  ``end_within=N`` (k1 is the control: the same extra training, the old target), on its cosine
+  schedule stretched to ``--schedule-steps`` (100000: near the peak rate; by default the schedule
+  ends with the new steps, at its floor rate, where a head re-learning its target does not move);
   ``--arm k10w1:10:1`` also sets ``model.end_pos_weight=1``: with k = 10 about a quarter of Breakout's
   steps are positive and whether the paddle will miss is uncertain there, so the default weight 10
   (for rare, certain ends) moves the 0.5 decision down to a 1-in-11 chance of an end.
@@ -18,10 +20,11 @@ Arms, all from one finished loop's world model (``--run``), on its own store and
 Per arm: ``worldsim evaluate-world-model`` (heads, in-rollout ends, false ends), a fresh PPO agent
 trained in its dream (``--agent-steps``, the loop's agent settings), scored on the real game (10
 episodes, the loop's fixed seeds) beside a random policy and in 16 dreams. Every stage resumes; the
-JSON keeps the commands, seconds and the matmul peaks measured before each arm.
+JSON keeps each arm's settings, start time and the matmul peaks measured before it.
 
     python benchmarks/end_within.py --run runs/atari100k_wm4k_patch/breakout_seed1 --root runs/end_within \\
-        --arm base: --arm k1:1 --arm k10:10 --out benchmarks/results/end_within_breakout.json
+        --arm k10w1_peak:10:1 --arm base: --arm k1_peak:1 --schedule-steps 100000 \\
+        --out benchmarks/results/end_within_breakout.json
 """
 
 from __future__ import annotations
