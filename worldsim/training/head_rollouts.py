@@ -95,7 +95,7 @@ class HeadRollouts:
             tokens = model.append_features(self.cache, new, actions).float()
             self.cache.last_latents = new
         rewards, terminated = self.data.rewards[self.pos].to(self.device), self.data.end_targets[self.pos].to(self.device)
-        self.pos = self.pos + 1  # windows lie inside one episode: an end can only be a dream's last step
+        self.pos = self.pos + 1  # windows lie inside one episode: the game's end can only be a dream's last step
         if self.history:
             self.frames = torch.cat([self.frames, new.float()[:, None]], 1)[:, -self.history:]
             self.frame_idx = torch.cat([self.frame_idx, self.pos[:, None]], 1)[:, -self.history:]
