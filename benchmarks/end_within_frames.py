@@ -33,11 +33,10 @@ def main() -> None:
     model, _ = load_world_model(args.checkpoint)
     C, h = model.cfg.dit.context_frames, args.horizon
     data = WindowDataset(EpisodeStore.open(args.data), C + h, "val", 0.1)
-    ends = data.ended_episode_frames(C + h)
+    ends = data.ended_episode_frames(C + h, args.show, torch.Generator().manual_seed(args.seed))
     if not len(ends):
         raise SystemExit(f"{args.data} holds no held-out episode that ends with {C + h} frames: give a Breakout store.")
-    ends = ends[torch.randperm(len(ends), generator=torch.Generator().manual_seed(args.seed))[: args.show]]
-    batch = data.gather(ends[:, None] - (C + h - 1) + torch.arange(C + h))  # the same windows as rollouts.ends
+    batch = data.gather(data.windows_ending_at(ends, C + h))  # the same windows as rollouts.ends
     with torch.no_grad():
         out = model.rollout(model.encode(batch.frames[:, :C]), model.prev_actions(batch.actions[:, : C - 1]),
                             batch.actions[:, C - 1 :], torch.Generator().manual_seed(args.seed))

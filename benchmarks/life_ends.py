@@ -50,7 +50,7 @@ def dream_at_ends(run: Path, show: int, seed: int) -> tuple[dict, np.ndarray]:
     C = model.cfg.dit.context_frames
     data = WindowDataset(EpisodeStore.open(run / "data"), C + 1, "val", 0.1)
     ends = data.ended_episode_frames()[:show]
-    batch = data.gather(ends[:, None] - C + torch.arange(C + 1))
+    batch = data.gather(data.windows_ending_at(ends, C + 1))
     latents = model.encode(batch.frames)
     prev = model.prev_actions(batch.actions[:, : C - 1])
     out = model.rollout(latents[:, :C], prev, batch.actions[:, C - 1 :], torch.Generator().manual_seed(seed))

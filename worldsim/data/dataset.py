@@ -95,12 +95,22 @@ class WindowDataset(torch.utils.data.Dataset):
             self._end_starts = self.starts[count > 0]
         return self._end_starts
 
-    def ended_episode_frames(self, min_frames: int = 1) -> torch.Tensor:
+    def ended_episode_frames(self, min_frames: int = 1, count: int | None = None,
+                             generator: torch.Generator | None = None) -> torch.Tensor:
         """Flat indices of the last frame of every episode that ends (its last transition
-        ``terminated``; a cut episode does not) and holds at least ``min_frames`` frames."""
+        ``terminated``; a cut episode does not) and holds at least ``min_frames`` frames; with a
+        ``generator``, ``count`` of them in its random order (the held-out ends of evaluation)."""
         lengths = torch.tensor(self.episode_lengths)
         last = lengths.cumsum(0) - 1
-        return last[(lengths >= min_frames) & self.terminated[(last - 1).clamp_min(0)]]
+        ends = last[(lengths >= min_frames) & self.terminated[(last - 1).clamp_min(0)]]
+        if generator is not None:
+            ends = ends[torch.randperm(len(ends), generator=generator)]
+        return ends[:count]
+
+    @staticmethod
+    def windows_ending_at(frames: torch.Tensor, length: int) -> torch.Tensor:
+        """Flat indices (n, length) of the windows whose last frame is each of ``frames`` (n,)."""
+        return frames[:, None] - (length - 1) + torch.arange(length)
 
     def window_indices(self, batch_size: int, generator: torch.Generator | None = None,
                        end_share: float = 0.0) -> torch.Tensor:

@@ -227,16 +227,15 @@ def rollout_end_metrics(model: WorldModel, data: WindowDataset, cfg: EvalConfig,
     windows in which the game does not end, the share the dream ends within ``max(horizons)`` steps.
     None when no held-out episode ends with ``C + max(horizons)`` frames."""
     C, H = model.cfg.dit.context_frames, max(cfg.horizons)
-    ends = data.ended_episode_frames(C + H)
+    ends = data.ended_episode_frames(C + H, cfg.num_windows, torch.Generator().manual_seed(cfg.seed))
     if not len(ends):
         return None
-    ends = ends[torch.randperm(len(ends), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.num_windows]]
     tolerance = max(END_TOLERANCE, model.cfg.end_within - 1)
     by_horizon = {}
     for h in tqdm(cfg.horizons, desc="dream ends", disable=not progress):
         at_end, on_time, early = [], [], []
         for start in range(0, len(ends), cfg.batch_size):
-            idx = ends[start : start + cfg.batch_size, None] - (C + h - 1) + torch.arange(C + h)  # (b, C+h), last = end
+            idx = data.windows_ending_at(ends[start : start + cfg.batch_size], C + h)  # (b, C+h), last = end
             batch = data.gather(idx)
             latents = model.encode(batch.frames[:, :C])
             gen = torch.Generator().manual_seed(cfg.seed * 7919 + 104729 * h + start)
