@@ -34,7 +34,8 @@ def train_agent_in_dream(checkpoint: str | Path, out: str | Path, cfg: AgentConf
     ``compile``: compile the dream (:class:`DreamVectorEnv`; measured no faster on CPU, see docs/benchmarks.md)."""
     out = agent_paths(out)[0]
     dream = DreamVectorEnv(checkpoint, num_envs=cfg.num_envs, data_dir=data_dir, horizon=cfg.horizon,
-                           obs_type=cfg.observation, device=cfg.device, precision=precision, compile=compile)
+                           obs_type=cfg.observation, device=cfg.device, precision=precision, compile=compile,
+                           reward=cfg.dream_reward)
     venv = VecMonitor(DreamSB3VecEnv(dream))  # episode returns in the dream, for the report
     venv.seed(cfg.seed)
     env = dream.core.ckpt["env"]

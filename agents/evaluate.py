@@ -155,7 +155,8 @@ class RandomActor:
 def dream_return(agent: str, record: dict[str, Any], episodes: int, seed: int, deterministic: bool,
                  world_model: str | None = None, with_random: bool = False) -> dict[str, Any]:
     """Mean return of the agent over its first ``episodes`` dream episodes (contexts from real play),
-    in the dream of ``world_model`` (default: the one its record names). ``with_random``: a uniformly
+    in the dream of ``world_model`` (default: the one its record names), paid as it was trained
+    (``agent.dream_reward``). ``with_random``: a uniformly
     random policy plays the same dreams too (the same reset seed: the same contexts and noise), and
     the agent's paired advantage over it is reported: a dream whose return barely depends on the
     policy gives PPO nothing to learn (docs/agents.md, "Does the dream rank policies")."""
@@ -164,7 +165,8 @@ def dream_return(agent: str, record: dict[str, Any], episodes: int, seed: int, d
 
     horizon = int(record.get("agent_config", {}).get("horizon", 100))
     envs = DreamVectorEnv(world_model or record["world_model"], num_envs=episodes, horizon=horizon,
-                          obs_type=record.get("observation", "pixels"))
+                          obs_type=record.get("observation", "pixels"),
+                          reward=record.get("agent_config", {}).get("dream_reward", "expected"))
     spaces = SimpleNamespace(observation_space=envs.single_observation_space, action_space=envs.single_action_space)
     actor = AgentActor.from_file(agent, env=spaces, where="the dream", deterministic=deterministic)
     totals, lengths = play_dream(envs, actor, seed)

@@ -17,6 +17,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from worldsim.agents.actor import stack_frames
 from worldsim.agents.agent_file import agent_paths, restore_ppo, save_agent
+from worldsim.sim.dream_env import REWARD_MODES
 
 
 @dataclass
@@ -26,6 +27,7 @@ class AgentConfig:
     steps: int = 20_000  # environment steps of PPO (dream steps in the dream, real steps for the baseline)
     num_envs: int = 16
     horizon: int = 100  # dream episode length before truncation
+    dream_reward: str = "expected"  # what a dream step pays: "expected" sign or its "mode" (worldsim/sim/dream_env.py)
     n_steps: int = 64  # PPO rollout length per env
     batch_size: int = 256
     n_epochs: int = 4
@@ -40,6 +42,9 @@ class AgentConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if self.dream_reward not in REWARD_MODES:
+            raise ValueError(f"agent.dream_reward must be 'expected' (p(+1) - p(-1)) or 'mode' (the most probable "
+                             f"reward sign), got {self.dream_reward!r}.")
         if self.frame_stack < 1:
             raise ValueError(f"agent.frame_stack must be >= 1 (1 = single frames, 4 = the usual Atari stack), "
                              f"got {self.frame_stack}.")

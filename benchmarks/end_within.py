@@ -19,8 +19,10 @@ Arms, all from one finished loop's world model (``--run``), on its own store and
 
 Per arm: ``worldsim evaluate-world-model`` (heads, in-rollout ends, false ends), a fresh PPO agent
 trained in its dream (``--agent-steps``, the loop's agent settings), scored on the real game (10
-episodes, the loop's fixed seeds) beside a random policy and in 16 dreams. Every stage resumes; the
-JSON keeps each arm's settings, start time and the matmul peaks measured before it.
+episodes, the loop's fixed seeds) beside a random policy and in 16 dreams. ``--long-agent-steps N``
+then continues a copy of that agent in the same dream to N PPO steps and scores both on
+``--long-episodes`` real games (does a dream where lives end reward more practice?). Every stage
+resumes; the JSON keeps each arm's settings, start time and the matmul peaks measured before it.
 
     python benchmarks/end_within.py --run runs/atari100k_wm4k_patch/breakout_seed1 --root runs/end_within \\
         --arm k10w1_peak:10:1 --arm base: --arm k1_peak:1 --schedule-steps 100000 \\
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -80,6 +83,10 @@ def main() -> None:
     ap.add_argument("--schedule-steps", type=int, default=None,
                     help="the fine-tune's cosine schedule length (e.g. 100000: near the peak rate throughout)")
     ap.add_argument("--agent-steps", type=int, default=40000)
+    ap.add_argument("--long-agent-steps", type=int, default=0,
+                    help="also continue each arm's agent in its dream to this many steps (a copy, under NAME/long)")
+    ap.add_argument("--long-episodes", type=int, default=30,
+                    help="real episodes for scoring the agent and its continuation side by side")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     src, root, out = Path(args.run), Path(args.root), Path(args.out)
@@ -115,7 +122,8 @@ def main() -> None:
         dream = score["dream"]
         result["arms"][name] = {
             **rec,
-            "heads": {k: ev["heads"][k] for k in ("end_precision", "end_recall", "end_f1", "episode_ends")},
+            "heads": {k: ev["heads"][k] for k in ("end_precision", "end_recall", "end_f1", "episode_ends", "end_targets")
+                      if k in ev["heads"]},
             "dream_ends": ev["rollouts"].get("ends"), "false_end_rate": ev["rollouts"].get("false_end_rate"),
             "agent_real": {k: score["real"][k] for k in ("mean_return", "ci95", "episodes", "returns")},
             "random_real": score["random"]["mean_return"],
@@ -123,8 +131,42 @@ def main() -> None:
             "agent_dream_length": sum(dream["lengths"]) / len(dream["lengths"]),
             "random_dream_length": sum(dream["random"]["lengths"]) / len(dream["random"]["lengths"]),
         }
+        if args.long_agent_steps:
+            result["arms"][name]["long"] = continue_agent(d, src / "data", env, agent, loop, args.long_agent_steps,
+                                                          args.long_episodes)
         atomic_write_json(out, result)
     print(json.dumps(result, indent=1))
+
+
+def continue_agent(d: Path, data: Path, env: list[str], agent: dict, loop: dict, steps: int, episodes: int) -> dict:
+    """The arm's agent (``d/agent.json``) continued in the same dream to ``steps`` PPO steps (a copy
+    under ``d/long``; ``train-agent`` resumes an existing agent file, weights, optimiser and step
+    count), then both scored on ``episodes`` real games with the same fixed seeds (resumes)."""
+    long = d / "long"
+    long.mkdir(exist_ok=True)
+    if not (long / "agent.json").exists():  # the weights first: the record is what marks the copy done
+        shutil.copyfile(d / "agent.safetensors", long / "agent.safetensors")
+        shutil.copyfile(d / "agent.json", long / "agent.json.tmp")
+        (long / "agent.json.tmp").replace(long / "agent.json")
+    if not (long / "peaks.json").exists():
+        atomic_write_json(long / "peaks.json", {"started": time.strftime("%Y-%m-%d %H:%M:%S"), **peaks()})
+    record = json.loads((long / "agent.json").read_text())
+    if record["num_timesteps"] < steps:
+        run(["train-agent", *env, f"checkpoint={record['world_model']}", f"data_dir={data}", f"out={long / 'agent.json'}",
+             f"agent.steps={steps}", f"agent.seed={agent['seed'] + loop['seed']}",
+             f"agent.frame_stack={agent['frame_stack']}", f"agent.horizon={agent['horizon']}", "progress=false"])
+    scores = {}
+    for tag, path in (("short", d / "agent.json"), ("long", long / "agent.json")):
+        score_path = long / f"{tag}_evaluation_{episodes}.json"
+        if not score_path.exists():
+            run(["evaluate-agent", f"path={path}", f"episodes={episodes}", f"out={score_path}", "progress=false"])
+        score = json.loads(score_path.read_text())
+        scores[tag] = {"num_timesteps": json.loads(path.read_text())["num_timesteps"],
+                       "real": {k: score["real"][k] for k in ("mean_return", "ci95", "episodes", "returns", "lengths")},
+                       "random_real": {k: score["random"][k] for k in ("mean_return", "ci95")},
+                       "dream_agent_minus_random": score["dream"]["agent_minus_random"],
+                       "agent_dream_length": sum(score["dream"]["lengths"]) / len(score["dream"]["lengths"])}
+    return {**json.loads((long / "peaks.json").read_text()), **scores}
 
 
 if __name__ == "__main__":

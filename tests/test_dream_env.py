@@ -248,6 +248,36 @@ def test_sub_env_i_matches_single_env_seeded_seed_plus_i(paths, obs_type):
             assert close_obs(batch[t, i], o), f"sub-env {i} differs from DreamEnv(seed={seed + i}) at step {t}"
 
 
+def test_mode_reward_pays_the_most_probable_sign_of_the_same_dream(paths):
+    """``reward="mode"`` (agent.dream_reward) pays the argmax sign of the heads' posterior, where the
+    default pays its expectation; the frames are the same dream either way."""
+    runs = {}
+    for mode in ("expected", "mode"):
+        envs = vec(paths, reward=mode)
+        probs, step = [], envs.core.model.step
+
+        def spy(*args, _step=step, _probs=probs, **kwargs):
+            out = _step(*args, **kwargs)
+            _probs.append(out.reward_probs.float().clone())
+            return out
+
+        envs.core.model.step = spy
+        obs, _ = envs.reset(seed=5)
+        frames, rewards = [obs], []
+        for t in range(4):
+            obs, r, *_ = envs.step(actions_for(t))
+            frames.append(obs)
+            rewards.append(r)
+        runs[mode] = np.stack(frames), np.stack(rewards), torch.stack(probs).numpy()
+    (f_exp, r_exp, p_exp), (f_mode, r_mode, p_mode) = runs["expected"], runs["mode"]
+    assert close_obs(f_exp, f_mode)
+    np.testing.assert_allclose(r_exp, p_exp[..., 2] - p_exp[..., 0], atol=1e-5)
+    np.testing.assert_array_equal(r_mode, p_mode.argmax(-1) - 1.0)
+    assert set(np.unique(r_mode)) <= {-1.0, 0.0, 1.0} and not np.all(np.isin(r_exp, [-1.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="agent.dream_reward"):
+        vec(paths, reward="sample")
+
+
 def test_seed_list(paths):
     seeds = [3, 9, 3, 4]
     by_list = vec_rollout(vec(paths), seeds, 3)

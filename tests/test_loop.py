@@ -186,6 +186,26 @@ def test_runs_from_before_pose_memory_continue(tmp_path):
         _read_state(tmp_path, {"model": {**model, "memory_span": 16}})
 
 
+def test_runs_from_before_end_within_and_dream_reward_continue(tmp_path):
+    """A loop.json written before model.end_within and agent.dream_reward existed (end heads on the end
+    step, dreams paying the expected sign) is the same run; one with other values is not."""
+    import yaml
+
+    from worldsim.agents.ppo import AgentConfig
+    from worldsim.loop import _read_state
+
+    model = yaml.safe_load((Path(__file__).parents[1] / "configs" / "model" / "tiny.yaml").read_text())
+    agent = asdict(AgentConfig())
+    old = {"model": {k: v for k, v in model.items() if k != "end_within"},
+           "agent": {k: v for k, v in agent.items() if k != "dream_reward"}}
+    (tmp_path / "loop.json").write_text(json.dumps({"version": 1, "fingerprint": old, "iterations": []}))
+    assert _read_state(tmp_path, {"model": model, "agent": agent})["iterations"] == []
+    with pytest.raises(ValueError, match="model differ"):
+        _read_state(tmp_path, {"model": {**model, "end_within": 10}, "agent": agent})
+    with pytest.raises(ValueError, match="agent differ"):
+        _read_state(tmp_path, {"model": model, "agent": {**agent, "dream_reward": "mode"}})
+
+
 def test_runs_from_before_gradient_accumulation_continue(tmp_path):
     """A loop.json written before world_model_train.grad_accum existed (one micro-batch) is the same run."""
     import yaml

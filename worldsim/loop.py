@@ -94,8 +94,10 @@ def _read_state(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
     old = state.get("fingerprint", {})
     if isinstance(old.get("agent"), dict):  # runs from before agent.observation existed trained on pixels
         old["agent"].setdefault("observation", "pixels")
+        old["agent"].setdefault("dream_reward", "expected")  # and their dreams paid the expected sign
     if isinstance(old.get("model"), dict):  # runs from before pose memory existed had none
         old["model"].setdefault("memory_span", 0)
+        old["model"].setdefault("end_within", 1)  # and their end heads learned the end step itself
         if isinstance(old["model"].get("world_model_train"), dict):  # nor gradient accumulation (one micro-batch)
             old["model"]["world_model_train"].setdefault("grad_accum", 1)
     if old != fingerprint:

@@ -15,7 +15,8 @@ Episodes start from ``context_frames`` real frames: drawn from the episode store
 trained on (``context_split``) or given in ``reset(options={"context_frames": ..., "context_actions": ...})``.
 Each step samples the next latent frame with the few-step EDM sampler, reusing the cached keys
 and values of the context; rewards and ``terminated`` come from the model's heads (the reward is
-the expected reward sign p(+1) − p(−1), a float in [−1, 1]; see ``WorldModel.step``), ``truncated``
+the expected reward sign p(+1) − p(−1), a float in [−1, 1]; see ``WorldModel.step``; or, with
+``reward="mode"``, the most probable sign in {−1, 0, +1}: nothing where the heads are unsure), ``truncated``
 after ``horizon`` steps. Every sub-env owns a noise stream seeded by ``reset(seed=...)`` (sub-env
 ``i`` of a vector env gets ``seed + i``, as in Gymnasium; :mod:`worldsim.sim.noise` draws all of
 them in one batched operation), so a dream is reproducible and sub-env ``i`` matches a single
@@ -37,6 +38,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
+from worldsim.models.heads import REWARD_CLASSES
 from worldsim.models.tokenizer import channels_last_frames
 from worldsim.models.world_model import WorldModel
 from worldsim.sim.contexts import RecordedContexts
@@ -44,20 +46,27 @@ from worldsim.models.loading import load_world_model
 from worldsim.runtime import autocast, resolve_precision
 from worldsim.sim.noise import BatchedNoise
 
+# What a dream step pays: "expected", p(+1) - p(-1) under the heads' posterior (the real game's mean
+# payout where the heads are calibrated, but also a small payout on every step where they are unsure);
+# "mode", the most probable sign (nothing where they are unsure: no payout for merely surviving).
+REWARD_MODES = ("expected", "mode")
+
 
 class DreamCore:
     """The batched, torch-native dream shared by both env classes."""
 
     def __init__(self, model: WorldModel, ckpt: dict[str, Any], num_envs: int, horizon: int, obs_type: str,
                  context_source: RecordedContexts | None, sampling_steps: int | None, end_threshold: float,
-                 device: torch.device, precision: str = "auto") -> None:
+                 device: torch.device, precision: str = "auto", reward: str = "expected") -> None:
         if obs_type not in ("pixels", "latent"):
             raise ValueError(f"obs_type must be 'pixels' or 'latent', got {obs_type!r}.")
+        if reward not in REWARD_MODES:
+            raise ValueError(f"the dream's reward must be one of {REWARD_MODES} (agent.dream_reward), got {reward!r}.")
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1 step, got {horizon}.")
         self.model, self.ckpt, self.n, self.device = model, ckpt, num_envs, device
         self.horizon, self.obs_type, self.contexts = horizon, obs_type, context_source
-        self.sampling_steps, self.end_threshold = sampling_steps, end_threshold
+        self.sampling_steps, self.end_threshold, self.reward = sampling_steps, end_threshold, reward
         self.precision = resolve_precision(precision, device)  # bf16 autocast on CUDA / CPUs with hardware bf16
         env = ckpt["env"]
         self.frame_shape = tuple(env["frame_shape"])
@@ -73,6 +82,7 @@ class DreamCore:
         self.noise = BatchedNoise(num_envs, device)
         self.noise.seed(list(range(num_envs)), [int(x) for x in np.random.SeedSequence().generate_state(num_envs)])
         self.rngs = [np.random.default_rng() for _ in range(num_envs)]
+        self.classes = torch.tensor(REWARD_CLASSES, device=device)
         self.explicit_context: dict[str, Any] | None = None  # last context given to reset(options=...)
 
     # ------------------------------------------------------------------ contexts
@@ -170,7 +180,8 @@ class DreamCore:
         self.steps += 1
         terminated = (out.end_prob > self.end_threshold).cpu().numpy()
         truncated = (self.steps >= self.horizon) & ~terminated
-        return out.reward.float().cpu().numpy(), terminated, truncated
+        reward = out.reward if self.reward == "expected" else self.classes[out.reward_probs.argmax(-1)]
+        return reward.float().cpu().numpy(), terminated, truncated
 
     @torch.inference_mode()
     def pixel_frames(self) -> np.ndarray:
@@ -187,7 +198,8 @@ class DreamCore:
 
 def _build_core(checkpoint: str | Path, num_envs: int, data_dir: str | Path | None, context_split: str,
                 obs_type: str, horizon: int, sampling_steps: int | None, end_threshold: float, device: str,
-                model: WorldModel | None = None, ckpt: dict | None = None, precision: str = "auto") -> DreamCore:
+                model: WorldModel | None = None, ckpt: dict | None = None, precision: str = "auto",
+                reward: str = "expected") -> DreamCore:
     dev = torch.device(device)
     if model is None or ckpt is None:
         model, ckpt = load_world_model(checkpoint, dev)
@@ -197,7 +209,8 @@ def _build_core(checkpoint: str | Path, num_envs: int, data_dir: str | Path | No
     if data_dir is not None:
         contexts = RecordedContexts(data_dir, model.cfg.dit.context_frames, context_split,
                                     ckpt.get("dataset", {}).get("val_fraction", 0.1), ckpt["env"])
-    return DreamCore(model, ckpt, num_envs, horizon, obs_type, contexts, sampling_steps, end_threshold, dev, precision)
+    return DreamCore(model, ckpt, num_envs, horizon, obs_type, contexts, sampling_steps, end_threshold, dev, precision,
+                     reward)
 
 
 def _spaces(core: DreamCore) -> tuple[gym.Space, gym.Space]:
@@ -215,13 +228,13 @@ class DreamVectorEnv(gym.vector.VectorEnv):
                  context_split: str = "train", obs_type: str = "pixels", horizon: int = 200,
                  sampling_steps: int | None = None, end_threshold: float = 0.5, device: str = "cpu",
                  render_mode: str | None = None, render_scale: int = 4, precision: str = "auto",
-                 compile: bool = False, **_: Any) -> None:
+                 compile: bool = False, reward: str = "expected", **_: Any) -> None:
         """``compile``: compile the world model's per-frame pass (:meth:`DiT.compile_generation`);
         25–30 s of compiling in the first step, and measured no faster than eager on CPU (docs/benchmarks.md)."""
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
         self.core = _build_core(checkpoint, num_envs, data_dir, context_split, obs_type, horizon, sampling_steps,
-                                end_threshold, device, precision=precision)
+                                end_threshold, device, precision=precision, reward=reward)
         if compile:
             self.core.model.dit.compile_generation()
         self.num_envs = num_envs
@@ -281,11 +294,11 @@ class DreamEnv(gym.Env[np.ndarray, np.int64]):
     def __init__(self, checkpoint: str | Path, data_dir: str | Path | None = None, context_split: str = "train",
                  obs_type: str = "pixels", horizon: int = 200, sampling_steps: int | None = None,
                  end_threshold: float = 0.5, device: str = "cpu", render_mode: str | None = None,
-                 render_scale: int = 4, precision: str = "auto") -> None:
+                 render_scale: int = 4, precision: str = "auto", reward: str = "expected") -> None:
         if render_mode not in (None, "rgb_array", "human"):
             raise ValueError(f"render_mode must be None, 'rgb_array' or 'human', got {render_mode!r}.")
         self.core = _build_core(checkpoint, 1, data_dir, context_split, obs_type, horizon, sampling_steps,
-                                end_threshold, device, precision=precision)
+                                end_threshold, device, precision=precision, reward=reward)
         self.observation_space, self.action_space = _spaces(self.core)
         self.action_meanings = self.core.action_meanings
         self.render_mode, self.render_scale = render_mode, render_scale
