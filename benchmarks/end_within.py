@@ -50,6 +50,13 @@ def run(cmd: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "worldsim.cli", *cmd], check=True)
 
 
+def train_agent(env: list[str], world_model: Path | str, data: Path, out: Path, steps: int, agent: dict, loop: dict) -> None:
+    """``worldsim train-agent`` in ``world_model``'s dream with the loop's agent settings (continues ``out``)."""
+    run(["train-agent", *env, f"checkpoint={world_model}", f"data_dir={data}", f"out={out}", f"agent.steps={steps}",
+         f"agent.seed={agent['seed'] + loop['seed']}", f"agent.frame_stack={agent['frame_stack']}",
+         f"agent.horizon={agent['horizon']}", "progress=false"])
+
+
 def fine_tune(src: Path, arm_dir: Path, within: int, pos_weight: float | None, steps: int,
               schedule_steps: int | None) -> None:
     """The source checkpoint trained ``steps`` more steps with the end target ``within`` (and the
@@ -113,9 +120,7 @@ def main() -> None:
             run(["evaluate-world-model", *env, f"checkpoint={wm}", f"data_dir={src / 'data'}", "split=val",
                  "num_windows=50", "horizons=[1,4,16]", "lpips=false", f"out_dir={d / 'eval'}", "progress=false"])
         if not (d / "agent.json").exists():
-            run(["train-agent", *env, f"checkpoint={wm}", f"data_dir={src / 'data'}", f"out={d / 'agent.json'}",
-                 f"agent.steps={args.agent_steps}", f"agent.seed={agent['seed'] + loop['seed']}",
-                 f"agent.frame_stack={agent['frame_stack']}", f"agent.horizon={agent['horizon']}", "progress=false"])
+            train_agent(env, wm, src / "data", d / "agent.json", args.agent_steps, agent, loop)
         if not score_path.exists():
             run(["evaluate-agent", f"path={d / 'agent.json'}", "episodes=10", "progress=false"])
         ev, score = json.loads(ev_path.read_text()), json.loads(score_path.read_text())
@@ -152,9 +157,7 @@ def continue_agent(d: Path, data: Path, env: list[str], agent: dict, loop: dict,
         atomic_write_json(long / "peaks.json", {"started": time.strftime("%Y-%m-%d %H:%M:%S"), **peaks()})
     record = json.loads((long / "agent.json").read_text())
     if record["num_timesteps"] < steps:
-        run(["train-agent", *env, f"checkpoint={record['world_model']}", f"data_dir={data}", f"out={long / 'agent.json'}",
-             f"agent.steps={steps}", f"agent.seed={agent['seed'] + loop['seed']}",
-             f"agent.frame_stack={agent['frame_stack']}", f"agent.horizon={agent['horizon']}", "progress=false"])
+        train_agent(env, record["world_model"], data, long / "agent.json", steps, agent, loop)
     scores = {}
     for tag, path in (("short", d / "agent.json"), ("long", long / "agent.json")):
         score_path = long / f"{tag}_evaluation_{episodes}.json"
