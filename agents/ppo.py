@@ -54,16 +54,24 @@ class AgentConfig:
 
 
 class PeriodicSave(BaseCallback):
-    """Writes the agent file every ``every`` steps: the resume point of an interrupted run."""
+    """Writes the agent file at the first rollout boundary ``every`` or more steps after the last
+    save: the resume point of an interrupted run. Saving between rollouts (after the update, before
+    the next collection) keeps the saved step count equal to the steps the weights learned from and
+    on a rollout boundary, so a resumed run stops where an uninterrupted one does."""
 
     def __init__(self, out: Path, every: int, extra: dict[str, Any]) -> None:
         super().__init__()
         self.out, self.every, self.extra, self.last = out, every, extra, 0
 
-    def _on_step(self) -> bool:
+    def _on_training_start(self) -> None:
+        self.last = self.num_timesteps  # a resumed run's start is already saved
+
+    def _on_rollout_start(self) -> None:
         if self.num_timesteps - self.last >= self.every:
             save_agent(self.out, self.model, self.extra)
             self.last = self.num_timesteps
+
+    def _on_step(self) -> bool:
         return True
 
 

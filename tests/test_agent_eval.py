@@ -78,6 +78,40 @@ def test_train_agent_resumes_from_its_agent_file(agent, tiny_world_model, tmp_pa
     assert _json.loads(out.read_text())["num_timesteps"] >= 64 > before
 
 
+def test_an_agent_killed_after_a_periodic_save_resumes_to_the_same_step_count(tiny_world_model, tmp_path, monkeypatch):
+    """The periodic save is the resume point: it falls between rollouts, so the rerun collects the same
+    rollouts as an uninterrupted run and stops at the same step count (a save in mid-rollout made a
+    resumed loop overshoot its agent budget)."""
+    import agents.ppo as ppo
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from worldsim.sim.dream_env import DreamVectorEnv
+    from worldsim.sim.sb3 import DreamSB3VecEnv
+
+    cfg = ppo.AgentConfig(steps=96, num_envs=2, n_steps=16, batch_size=32, horizon=8, ckpt_every=16)
+
+    def venv():
+        dream = DreamVectorEnv(tiny_world_model["world_model"], num_envs=2, data_dir=tiny_world_model["data_dir"], horizon=8)
+        return VecMonitor(DreamSB3VecEnv(dream))
+
+    real_save, saved = ppo.save_agent, []
+
+    def save_then_die(out, agent, extra):  # the process is killed right after its first periodic save
+        real_save(out, agent, extra)
+        saved.append(int(agent.num_timesteps))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ppo, "save_agent", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        ppo.train_ppo(venv(), tmp_path / "agent.json", cfg, {}, progress=False)
+    monkeypatch.setattr(ppo, "save_agent", real_save)
+    assert saved and saved[0] % (cfg.num_envs * cfg.n_steps) == 0 and 0 < saved[0] < cfg.steps
+    resumed = ppo.train_ppo(venv(), tmp_path / "agent.json", cfg, {}, progress=False)
+    whole = ppo.train_ppo(venv(), tmp_path / "whole.json", cfg, {}, progress=False)
+    assert resumed.steps_before == saved[0]
+    assert resumed.agent.num_timesteps == whole.agent.num_timesteps == cfg.steps
+
+
 class _ScriptedDreams:
     """Three dreams that end after 2, 4 and 3 steps (then start over), paying 1 per step."""
 
