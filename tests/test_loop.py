@@ -187,8 +187,9 @@ def test_runs_from_before_pose_memory_continue(tmp_path):
 
 
 def test_runs_from_before_end_within_and_dream_reward_continue(tmp_path):
-    """A loop.json written before model.end_within and agent.dream_reward existed (end heads on the end
-    step, dreams paying the expected sign) is the same run; one with other values is not."""
+    """A loop.json written before model.end_within, model.end_pos_weight and agent.dream_reward existed
+    (end heads on the end step weighting it 10x, dreams paying the expected sign) is the same run; one
+    with other values is not."""
     import yaml
 
     from worldsim.agents.ppo import AgentConfig
@@ -196,12 +197,14 @@ def test_runs_from_before_end_within_and_dream_reward_continue(tmp_path):
 
     model = yaml.safe_load((Path(__file__).parents[1] / "configs" / "model" / "tiny.yaml").read_text())
     agent = asdict(AgentConfig())
-    old = {"model": {k: v for k, v in model.items() if k != "end_within"},
+    old = {"model": {k: v for k, v in model.items() if k not in ("end_within", "end_pos_weight")},
            "agent": {k: v for k, v in agent.items() if k != "dream_reward"}}
     (tmp_path / "loop.json").write_text(json.dumps({"version": 1, "fingerprint": old, "iterations": []}))
     assert _read_state(tmp_path, {"model": model, "agent": agent})["iterations"] == []
     with pytest.raises(ValueError, match="model differ"):
         _read_state(tmp_path, {"model": {**model, "end_within": 10}, "agent": agent})
+    with pytest.raises(ValueError, match="model differ"):
+        _read_state(tmp_path, {"model": {**model, "end_pos_weight": 1.0}, "agent": agent})
     with pytest.raises(ValueError, match="agent differ"):
         _read_state(tmp_path, {"model": model, "agent": {**agent, "dream_reward": "mode"}})
 

@@ -98,6 +98,7 @@ def _read_state(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
     if isinstance(old.get("model"), dict):  # runs from before pose memory existed had none
         old["model"].setdefault("memory_span", 0)
         old["model"].setdefault("end_within", 1)  # and their end heads learned the end step itself
+        old["model"].setdefault("end_pos_weight", 10.0)  # weighting its positive class 10x
         if isinstance(old["model"].get("world_model_train"), dict):  # nor gradient accumulation (one micro-batch)
             old["model"]["world_model_train"].setdefault("grad_accum", 1)
     if old != fingerprint:
