@@ -4,7 +4,7 @@ windows; each arm trained, then scored at several sampling steps (benchmarks/sam
     python benchmarks/world_model_arms.py --data data/boxing --heldout data/boxing_heldout \\
         --tokenizer runs/benchmark/boxing_small/tokenizer.pt --root runs/arms/rollout_windows \\
         --common env=boxing model=small model.world_model_train.steps=1000 \\
-        --arm base: --arm own4:+model.world_model_train.rollout_windows=4 \\
+        --arm base: --arm own4:model.world_model_train.rollout_windows=4 \\
         --horizons 1 2 4 8 16 32 64 --sampling-steps 1 --out benchmarks/results/rollout_windows_boxing.json
 
 ``--arm NAME:OVERRIDES`` (overrides separated by spaces inside one quoted argument; empty after the

@@ -4,6 +4,7 @@ and never double-counts real steps, and its errors on bad input."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -178,7 +179,7 @@ def test_runs_from_before_pose_memory_continue(tmp_path):
 
     from worldsim.loop import _read_state
 
-    model = yaml.safe_load((Path(__file__).parents[1] / "configs" / "model" / "tiny.yaml").read_text())
+    model = yaml.safe_load((Path(__file__).parents[1] / "configs" / "model" / "small.yaml").read_text())
     old = {k: v for k, v in model.items() if k != "memory_span"}
     (tmp_path / "loop.json").write_text(json.dumps({"version": 1, "fingerprint": {"model": old}, "iterations": []}))
     assert _read_state(tmp_path, {"model": model})["iterations"] == []
@@ -187,18 +188,25 @@ def test_runs_from_before_pose_memory_continue(tmp_path):
 
 
 def test_runs_from_before_end_within_and_dream_reward_continue(tmp_path):
-    """A loop.json written before model.end_within, model.end_pos_weight and agent.dream_reward existed
-    (end heads on the end step weighting it 10x, dreams paying the expected sign) is the same run; one
-    with other values is not."""
+    """A loop.json written before model.end_within, model.end_pos_weight, the other keys the presets
+    gained later and agent.dream_reward existed (end heads on the end step weighting it 10x, dreams
+    paying the expected sign) is the same run; one with other values is not."""
     import yaml
 
     from worldsim.agents.ppo import AgentConfig
     from worldsim.loop import _read_state
 
-    model = yaml.safe_load((Path(__file__).parents[1] / "configs" / "model" / "tiny.yaml").read_text())
+    model = yaml.safe_load((Path(__file__).parents[1] / "configs" / "model" / "small.yaml").read_text())
     agent = asdict(AgentConfig())
-    old = {"model": {k: v for k, v in model.items() if k not in ("end_within", "end_pos_weight")},
-           "agent": {k: v for k, v in agent.items() if k != "dream_reward"}}
+    from worldsim.loop import LATER_MODEL_KEYS
+
+    old_model = copy.deepcopy(model)  # without every key the presets gained later (end_within, encoder, ...)
+    for path in LATER_MODEL_KEYS:
+        node = old_model
+        for key in path[:-1]:
+            node = node[key]
+        node.pop(path[-1], None)
+    old = {"model": old_model, "agent": {k: v for k, v in agent.items() if k != "dream_reward"}}
     (tmp_path / "loop.json").write_text(json.dumps({"version": 1, "fingerprint": old, "iterations": []}))
     assert _read_state(tmp_path, {"model": model, "agent": agent})["iterations"] == []
     with pytest.raises(ValueError, match="model differ"):
@@ -215,7 +223,7 @@ def test_runs_from_before_gradient_accumulation_continue(tmp_path):
 
     from worldsim.loop import _read_state
 
-    model = yaml.safe_load((Path(__file__).parents[1] / "configs" / "model" / "tiny.yaml").read_text())
+    model = yaml.safe_load((Path(__file__).parents[1] / "configs" / "model" / "small.yaml").read_text())
     old = {**model, "world_model_train": {k: v for k, v in model["world_model_train"].items() if k != "grad_accum"}}
     (tmp_path / "loop.json").write_text(json.dumps({"version": 1, "fingerprint": {"model": old}, "iterations": []}))
     assert _read_state(tmp_path, {"model": model})["iterations"] == []

@@ -81,6 +81,16 @@ class LoopConfig:
         return self.tokenizer_steps_first + (k - 1) * self.tokenizer_steps_per_iteration
 
 
+# Keys the model presets gained after loop runs were written: those runs used the dataclass default
+# (the key could not be set), so an old fingerprint without the key is the same run.
+LATER_MODEL_KEYS: dict[tuple[str, ...], Any] = {
+    ("memory_span",): 0, ("end_within",): 1, ("end_pos_weight",): 10.0, ("tokenizer", "encoder"): "conv",
+    ("world_model_train", "grad_accum"): 1, ("world_model_train", "rollout_windows"): 0,
+    **{(group, key): value for group in ("tokenizer_train", "world_model_train")
+       for key, value in (("log_every", 50), ("ckpt_every", 500))},
+}
+
+
 def _read_state(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
     path = run_dir / "loop.json"
     if not path.exists():
@@ -95,12 +105,13 @@ def _read_state(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
     if isinstance(old.get("agent"), dict):  # runs from before agent.observation existed trained on pixels
         old["agent"].setdefault("observation", "pixels")
         old["agent"].setdefault("dream_reward", "expected")  # and their dreams paid the expected sign
-    if isinstance(old.get("model"), dict):  # runs from before pose memory existed had none
-        old["model"].setdefault("memory_span", 0)
-        old["model"].setdefault("end_within", 1)  # and their end heads learned the end step itself
-        old["model"].setdefault("end_pos_weight", 10.0)  # weighting its positive class 10x
-        if isinstance(old["model"].get("world_model_train"), dict):  # nor gradient accumulation (one micro-batch)
-            old["model"]["world_model_train"].setdefault("grad_accum", 1)
+    if isinstance(old.get("model"), dict):  # runs from before a preset key existed ran on its default
+        for path, value in LATER_MODEL_KEYS.items():
+            node = old["model"]
+            for key in path[:-1]:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.setdefault(path[-1], value)
     if old != fingerprint:
         new = fingerprint
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
