@@ -81,8 +81,9 @@ class LoopConfig:
         return self.tokenizer_steps_first + (k - 1) * self.tokenizer_steps_per_iteration
 
 
-# Keys the model presets gained after loop runs were written: those runs used the dataclass default
-# (the key could not be set), so an old fingerprint without the key is the same run.
+# Keys the model presets gained after loop runs were written, with the value those runs trained with
+# (the dataclass default of the time: the key could not be set), so an old fingerprint without the
+# key is the same run. Historical values: do not follow later changes of the defaults.
 LATER_MODEL_KEYS: dict[tuple[str, ...], Any] = {
     ("memory_span",): 0, ("end_within",): 1, ("end_pos_weight",): 10.0, ("tokenizer", "encoder"): "conv",
     ("world_model_train", "grad_accum"): 1, ("world_model_train", "rollout_windows"): 0,
