@@ -8,6 +8,9 @@ An agent is saved as two files with one stem, ``agent.json`` (the record) and
                         "num_timesteps": ..., "env": {...}, "weights_sha256": ..., "versions": {...}}
     agent.safetensors  policy.<name>: the policy's state dict; optimizer.<i>.<key>: Adam's moments
 
+(A save writes the new weights as ``agent.pending.safetensors`` first and renames them over
+``agent.safetensors`` once the record names them: a save killed at any point leaves a readable agent.)
+
 stable-baselines3's own ``.zip`` holds pickled Python objects, so loading one from someone else can
 run code. Here the policy is *built* from the record (a class from a fixed list, spaces from plain
 numbers) and filled from safetensors, which holds tensors only. Loading checks the format, the
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,11 @@ def _policy_classes() -> dict[str, type]:
     from worldsim.agents.latent import LatentCnnPolicy
 
     return {"CnnPolicy": ActorCriticCnnPolicy, "MlpPolicy": ActorCriticPolicy, "LatentCnnPolicy": LatentCnnPolicy}
+
+
+def pending_weights(weights_path: Path) -> Path:
+    """Where :func:`save_agent` writes new weights before the record names them."""
+    return weights_path.with_suffix(".pending.safetensors")
 
 
 def agent_paths(path: str | Path) -> tuple[Path, Path]:
@@ -114,8 +123,10 @@ def env_frames(venv) -> tuple[gym.Space, int]:
 def save_agent(path: str | Path, model, extra: dict[str, Any] | None = None) -> Path:
     """Write a stable-baselines3 PPO agent as ``<stem>.safetensors`` + ``<stem>.json``; returns the JSON path.
 
-    The weights go first, the record (with their SHA-256) last, each atomically: an interrupted save
-    leaves the previous agent readable, or a record that refuses the newer weights by their hash.
+    Three atomic steps: the new weights to ``<stem>.pending.safetensors``, the record (with their
+    SHA-256), then the pending weights renamed over ``<stem>.safetensors``. A save killed at any
+    point leaves a readable agent: the previous one (before the record), or the new one (after it,
+    its weights still pending: :func:`read_agent` takes them by their hash).
     """
     from safetensors.torch import save as safetensors_bytes
 
@@ -141,7 +152,8 @@ def save_agent(path: str | Path, model, extra: dict[str, Any] | None = None) -> 
         for key, value in state.items():
             tensors[f"optimizer.{i}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
     blob = safetensors_bytes(tensors)
-    atomic_write_with(weights_path, lambda tmp: Path(tmp).write_bytes(blob))
+    pending = pending_weights(weights_path)
+    atomic_write_with(pending, lambda tmp: Path(tmp).write_bytes(blob))
     hyper = {k: (float(v) if isinstance(v, float) else v) for k in HYPERPARAMETERS
              if isinstance(v := getattr(model, k, None), (int, float))}
     import stable_baselines3
@@ -161,6 +173,7 @@ def save_agent(path: str | Path, model, extra: dict[str, Any] | None = None) -> 
         **(extra or {}),
     }
     atomic_write_json(record_path, record)
+    os.replace(pending, weights_path)
     return record_path
 
 
@@ -185,9 +198,12 @@ def read_agent(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor
     if record.get("algo") != "PPO" or record.get("policy") not in _policy_classes():
         raise AgentFileError(f"{record_path}: unsupported agent {record.get('algo')}/{record.get('policy')} "
                              f"(supported: PPO with {', '.join(_policy_classes())}).")
-    if not weights_path.exists():
+    pending = pending_weights(weights_path)
+    if not weights_path.exists() and not pending.exists():
         raise AgentFileError(f"{record_path} names weights {weights_path.name}, which are missing beside it.")
-    blob = weights_path.read_bytes()
+    blob = weights_path.read_bytes() if weights_path.exists() else b""
+    if hashlib.sha256(blob).hexdigest() != record.get("weights_sha256") and pending.exists():
+        blob = pending.read_bytes()  # a save killed after its record, before its weights' rename
     if hashlib.sha256(blob).hexdigest() != record.get("weights_sha256"):
         raise AgentFileError(f"{weights_path} is not the file {record_path.name} was written with (checksum differs): "
                              "it is damaged or from another save. Restore both files together, or retrain.")

@@ -8,6 +8,7 @@ between them measures the world model and nothing else.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,13 +158,17 @@ def train_ppo(venv, out: str | Path, cfg: AgentConfig, extra: dict[str, Any], pr
         agent = PPO(LatentCnnPolicy if latent else "CnnPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
                     learning_rate=cfg.lr, ent_coef=cfg.ent_coef, seed=cfg.seed, device=cfg.device, verbose=0)
         before = 0
-    if before < cfg.steps:
-        # our own logs (ReturnLog); SB3's default logger would make an empty /tmp/SB3-<date> folder per call
-        agent.set_logger(SB3Logger(folder=None, output_formats=[]))
-        agent.learn(cfg.steps - before, progress_bar=False, reset_num_timesteps=before == 0,
-                    callback=[PeriodicSave(out, cfg.ckpt_every, extra), ProgressBar(before, cfg.steps, desc, progress),
-                              ReturnLog(out.parent / out.stem)])
-        save_agent(out, agent, extra)
+    if before >= cfg.steps:  # finished already (a rerun): the figures of the call that finished it
+        done = json.loads(out.read_text()).get("training") or {}
+        return PPORun(agent, int(done.get("steps_before", before)), float(done.get("seconds", 0.0)),
+                      done.get("mean_episode_return"))
+    # our own logs (ReturnLog); SB3's default logger would make an empty /tmp/SB3-<date> folder per call
+    agent.set_logger(SB3Logger(folder=None, output_formats=[]))
+    agent.learn(cfg.steps - before, progress_bar=False, reset_num_timesteps=before == 0,
+                callback=[PeriodicSave(out, cfg.ckpt_every, extra), ProgressBar(before, cfg.steps, desc, progress),
+                          ReturnLog(out.parent / out.stem)])
     buffer = list(agent.ep_info_buffer) if agent.ep_info_buffer is not None else []
     mean_return = float(sum(e["r"] for e in buffer) / len(buffer)) if buffer else None
-    return PPORun(agent, before, time.perf_counter() - t0, mean_return)
+    run = PPORun(agent, before, time.perf_counter() - t0, mean_return)
+    save_agent(out, agent, {**extra, "training": {"steps_before": before, "seconds": run.seconds, "mean_episode_return": mean_return}})
+    return run

@@ -81,8 +81,8 @@ def test_train_agent_resumes_from_its_agent_file(agent, tiny_world_model, tmp_pa
 def test_an_agent_killed_after_a_periodic_save_resumes_to_the_same_step_count(tiny_world_model, tmp_path, monkeypatch):
     """The periodic save is the resume point: it falls between rollouts, so the rerun collects the same
     rollouts as an uninterrupted run and stops at the same step count (a save in mid-rollout made a
-    resumed loop overshoot its agent budget)."""
-    import agents.ppo as ppo
+    resumed loop overshoot its agent budget); a rerun over the finished agent reports its figures."""
+    import worldsim.agents.ppo as ppo
     from stable_baselines3.common.vec_env import VecMonitor
 
     from worldsim.sim.dream_env import DreamVectorEnv
@@ -110,6 +110,11 @@ def test_an_agent_killed_after_a_periodic_save_resumes_to_the_same_step_count(ti
     whole = ppo.train_ppo(venv(), tmp_path / "whole.json", cfg, {}, progress=False)
     assert resumed.steps_before == saved[0]
     assert resumed.agent.num_timesteps == whole.agent.num_timesteps == cfg.steps
+    # a rerun over a finished agent reports the figures of the call that finished it, not zeros
+    again = ppo.train_ppo(venv(), tmp_path / "whole.json", cfg, {}, progress=False)
+    assert whole.mean_episode_return is not None and whole.seconds > 0
+    assert (again.steps_before, again.seconds, again.mean_episode_return) == (whole.steps_before, whole.seconds,
+                                                                              whole.mean_episode_return)
 
 
 class _ScriptedDreams:

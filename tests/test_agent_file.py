@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -219,3 +220,52 @@ def test_tampered_damaged_and_foreign_files(trained, tmp_path):
         read_agent(copy)
     with pytest.raises(FileNotFoundError, match="Train one"):
         read_agent(tmp_path / "nothing.json")
+
+
+def test_a_save_killed_at_any_step_leaves_a_readable_agent(tmp_path, monkeypatch):
+    """save_agent writes the weights as pending, then the record, then renames the weights: killed
+    after any step, the directory holds a readable agent (the old one or the new one), never a record
+    whose weights are gone."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    import worldsim.agents.agent_file as agent_file
+
+    model = PPO("CnnPolicy", make_vec_env(TinyImageEnv, n_envs=2, seed=0), n_steps=16, batch_size=16, seed=0,
+                device="cpu", verbose=0)
+    path = tmp_path / "agent.json"
+    save_agent(path, model, {"which": "old"})
+    old_weights = agent_paths(path)[1].read_bytes()
+    key = next(iter(model.policy.state_dict()))
+    model.num_timesteps += 64  # the newer save differs in record and weights
+    with torch.no_grad():
+        model.policy.state_dict()[key].add_(1.0)
+
+    real_replace, weights = agent_file.os.replace, agent_paths(path)[1]
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    def killed_at_the_weights_rename(src, dst):
+        if Path(dst) == weights:
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    for die_at in ("atomic_write_json", "replace"):  # killed before the record / before the rename
+        with monkeypatch.context() as m:
+            if die_at == "replace":
+                m.setattr(agent_file.os, "replace", killed_at_the_weights_rename)
+            else:
+                m.setattr(agent_file, "atomic_write_json", killed)
+            with pytest.raises(KeyboardInterrupt):
+                save_agent(path, model, {"which": "new"})
+        record, tensors = read_agent(path)
+        assert agent_paths(path)[1].read_bytes() == old_weights  # the rename never happened
+        if die_at == "atomic_write_json":
+            assert record["which"] == "old" and record["num_timesteps"] == 0
+        else:  # the new record, and its weights still pending
+            assert record["which"] == "new" and record["num_timesteps"] == 64
+            assert torch.equal(tensors[f"policy.{key}"], model.policy.state_dict()[key].cpu())
+    save_agent(path, model, {"which": "new"})  # the next save completes and clears the pending file
+    assert read_agent(path)[0]["which"] == "new"
+    assert agent_paths(path)[1].read_bytes() != old_weights
+    assert not agent_file.pending_weights(agent_paths(path)[1]).exists()

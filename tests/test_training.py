@@ -172,6 +172,9 @@ def test_tokenizer_resume_is_exact(tiny_world_model, tmp_path, monkeypatch, caps
     interrupt_after_checkpoint(monkeypatch, tt, 10)
     assert cli("train-tokenizer", tiny_world_model, f"out={out}") == 130
     assert load_checkpoint(out)["step"] == 10
+    capsys.readouterr()  # a world model refuses the half-trained tokenizer (no latent statistics yet)
+    assert cli("train-world-model", tiny_world_model, f"tokenizer={out}", f"out={tmp_path / 'wm.pt'}") == 1
+    assert "middle of tokenizer training" in capsys.readouterr().err and not (tmp_path / "wm.pt").exists()
     pretend_earlier_process_took(out, 1e6)
     monkeypatch.undo()
     assert cli("train-tokenizer", tiny_world_model, f"out={out}") == 0

@@ -122,7 +122,7 @@ def _read_state(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
 
 
 def _log(run_dir: Path, state: dict[str, Any], record: dict[str, Any]) -> None:
-    """metrics.jsonl is rewritten whole from loop.json (a kill never leaves a duplicate or half a line);
+    """metrics.jsonl is rewritten whole from the loop's state (a kill never leaves a duplicate or half a line);
     TensorBoard gets the new iteration's scalars."""
     rows = [{"step": r["real_steps"], **r["scalars"]} for r in state["iterations"]]
     atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
@@ -220,7 +220,7 @@ def run_loop(env_name: str, env_kwargs: dict[str, Any], run_dir: str | Path, mod
         record = {"iteration": k, "real_steps": real_steps, "next_episode": store.next_index(), "scalars": scalars,
                   "seconds": seconds}
         state["iterations"].append(record)
+        _log(run_dir, state, record)  # first: a kill before loop.json repeats the (finished) iteration and its log
         atomic_write_json(run_dir / "loop.json", state)  # the iteration is complete from here on
-        _log(run_dir, state, record)
     return score_with_baselines(run_dir, env_name, env_kwargs, env_meta, state["iterations"][-1]["real_steps"], agent,
                                 loop.final_episodes, loop.model_free, loop.num_workers, progress)

@@ -141,6 +141,10 @@ def train_world_model(data_dir: str | Path, tokenizer_path: str | Path, out: str
 
     # ---- frozen tokenizer and episodes
     tokenizer, tok_ckpt = load_tokenizer(tokenizer_path)
+    if not tok_ckpt.get("metrics"):  # written by the end of a training call, with the latent statistics
+        raise CheckpointError(f"{tokenizer_path} is a save from the middle of tokenizer training (step {tok_ckpt.get('step')}; "
+                              "its run was interrupted, before the latent statistics the world model needs): finish it "
+                              "by running the same `worldsim train-tokenizer` command again.")
     store = EpisodeStore.open(data_dir)
     store.check_compatible(tok_ckpt["env"], what=f"the tokenizer {tokenizer_path}")
     if env_meta is not None:
