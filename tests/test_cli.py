@@ -136,6 +136,7 @@ def test_run_budgets_compose_and_command_line_overrides_win():
     assert default.model.world_model_train.steps == 1000 and default.collect.steps == 30000
     assert quick.model.world_model_train.steps < default.model.world_model_train.steps
     assert quick.run_dir != default.run_dir  # a quick look never mixes into the default run's checkpoints
+    assert {quick.data_dir, quick.heldout_dir}.isdisjoint({default.data_dir, default.heldout_dir})  # nor its play
     assert compose("run", ["budget=quick", "collect.steps=123"]).collect.steps == 123
 
 
