@@ -174,6 +174,8 @@ def summarise(root: Path, games: list[str], seeds: list[int], out: Path, extra: 
                 "wall_minutes": sum(s["seconds"] for s in segs) / 60, "segments": segs,
                 "loop_stage_minutes": {k: sum(r["seconds"][k] for r in loop["iterations"]) / 60
                                        for k in loop["iterations"][0]["seconds"]},
+                # a killed and resumed run: loop.json counts each iteration's stages in the process that finished it
+                "loop_stage_minutes_lower_bound": len(segs) > 1,
             }
             runs[f"{game}/seed{seed}"] = with_reseeded_model_free(runs[f"{game}/seed{seed}"], d)
     for key, run in recorded.items():  # runs of other games or seeds than this call's stay in the file
