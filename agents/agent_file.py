@@ -202,9 +202,11 @@ def read_agent(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor
     if not weights_path.exists() and not pending.exists():
         raise AgentFileError(f"{record_path} names weights {weights_path.name}, which are missing beside it.")
     blob = weights_path.read_bytes() if weights_path.exists() else b""
-    if hashlib.sha256(blob).hexdigest() != record.get("weights_sha256") and pending.exists():
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != record.get("weights_sha256") and pending.exists():
         blob = pending.read_bytes()  # a save killed after its record, before its weights' rename
-    if hashlib.sha256(blob).hexdigest() != record.get("weights_sha256"):
+        digest = hashlib.sha256(blob).hexdigest()
+    if digest != record.get("weights_sha256"):
         raise AgentFileError(f"{weights_path} is not the file {record_path.name} was written with (checksum differs): "
                              "it is damaged or from another save. Restore both files together, or retrain.")
     try:

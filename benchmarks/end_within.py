@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from worldsim.io import atomic_write_json
+from worldsim.io import atomic_write_json, atomic_write_with
 
 sys.path.insert(0, str(Path(__file__).parent))
 from atari100k import peaks  # noqa: E402
@@ -151,8 +151,7 @@ def continue_agent(d: Path, data: Path, env: list[str], agent: dict, loop: dict,
     long.mkdir(exist_ok=True)
     if not (long / "agent.json").exists():  # the weights first: the record is what marks the copy done
         shutil.copyfile(d / "agent.safetensors", long / "agent.safetensors")
-        shutil.copyfile(d / "agent.json", long / "agent.json.tmp")
-        (long / "agent.json.tmp").replace(long / "agent.json")
+        atomic_write_with(long / "agent.json", lambda tmp: shutil.copyfile(d / "agent.json", tmp))
     if not (long / "peaks.json").exists():
         atomic_write_json(long / "peaks.json", {"started": time.strftime("%Y-%m-%d %H:%M:%S"), **peaks()})
     record = json.loads((long / "agent.json").read_text())

@@ -180,8 +180,11 @@ class DreamCore:
         self.steps += 1
         terminated = (out.end_prob > self.end_threshold).cpu().numpy()
         truncated = (self.steps >= self.horizon) & ~terminated
-        reward = out.reward if self.reward == "expected" else self.classes[out.reward_probs.argmax(-1)]
-        return reward.float().cpu().numpy(), terminated, truncated
+        return self.payout(out, self.reward).float().cpu().numpy(), terminated, truncated
+
+    def payout(self, out, reward: str) -> torch.Tensor:
+        """(b,) what a step (``WorldModel.step``'s output) pays under ``reward`` (one of ``REWARD_MODES``)."""
+        return out.reward if reward == "expected" else self.classes[out.reward_probs.argmax(-1)]
 
     @torch.inference_mode()
     def pixel_frames(self) -> np.ndarray:
