@@ -235,3 +235,132 @@ def test_sample_starts_at_sigma_max():
 def test_sample_rejects_unknown_solver():
     with pytest.raises(ValueError, match="euler"):
         diffusion.sample(lambda x, s: x, torch.zeros(2), torch.tensor([1.0, 0.0]), "rk4")
+
+
+# ----------------------------------------------------------------------------- shortcut models
+def test_shortcut_class_names_the_valid_step_counts():
+    assert [diffusion.shortcut_class(s, 16) for s in (1, 2, 4, 8, 16)] == [4, 3, 2, 1, 0]
+    for steps in (0, 3, 5, 32):
+        with pytest.raises(ValueError, match="1, 2, 4, 8, 16 steps"):
+            diffusion.shortcut_class(steps, 16)
+
+
+@pytest.mark.parametrize("kw, match", [({"shortcut_levels": 3}, "power of two"), ({"shortcut_levels": 1}, "power of two"),
+                                       ({"shortcut_levels": 8, "shortcut_share": 0.0}, "shortcut_share"),
+                                       ({"shortcut_levels": 8, "solver": "heun"}, "solver=euler"),
+                                       ({"shortcut_levels": 8, "sampling_steps": 3}, "1, 2, 4, 8 steps")])
+def test_check_shortcut_refuses_settings_that_cannot_work(kw, match):
+    with pytest.raises(ValueError, match=match):
+        diffusion.check_shortcut(EDMConfig(**kw))
+    diffusion.check_shortcut(EDMConfig())  # off
+    diffusion.check_shortcut(EDMConfig(shortcut_levels=8, sampling_steps=2))
+
+
+def test_shortcut_ladders_nest():
+    """A s-step sampler visits every (N/s)-th level of the N-level ladder: the levels shortcuts train at."""
+    full = diffusion.karras_sigmas(16, 2e-3, 80.0, 7.0)
+    for s in (1, 2, 4, 8):
+        torch.testing.assert_close(diffusion.karras_sigmas(s, 2e-3, 80.0, 7.0), full[:: 16 // s], rtol=1e-5, atol=1e-6)
+
+
+def test_shortcut_draws_lie_on_the_samplers_grid_and_are_seeded():
+    j, i = diffusion.shortcut_draws((4000,), 16, torch.Generator().manual_seed(0))
+    d = 2**j
+    assert set(j.tolist()) == {1, 2, 3, 4}
+    assert (i % d == 0).all() and (i >= 0).all() and (i + d <= 16).all()
+    assert set(i[j == 1].tolist()) == set(range(0, 16, 2))  # every start level of the 8-step sampler
+    j2, i2 = diffusion.shortcut_draws((4000,), 16, torch.Generator().manual_seed(0))
+    assert torch.equal(j, j2) and torch.equal(i, i2)
+
+
+@pytest.mark.parametrize("sigma_b", [0.0, 0.7])
+def test_shortcut_estimate_steps_onto_the_landing_point(sigma_b):
+    g = torch.Generator().manual_seed(0)
+    x_a, x_b = torch.randn(5, generator=g), torch.randn(5, generator=g)
+    est = diffusion.shortcut_estimate(x_a, x_b, torch.tensor(3.0), torch.tensor(sigma_b))
+    torch.testing.assert_close(diffusion.euler_step(x_a, est, 3.0, sigma_b), x_b)
+
+
+def test_shortcut_targets_are_two_half_steps_of_the_class_below():
+    """With a denoiser whose answer depends on σ and the class in a known way, the target of class j
+    is the estimate of one step landing where two Euler steps of class j-1 land."""
+    cfg = EDMConfig(shortcut_levels=8)
+
+    def denoiser(x, s, j):
+        return x * (0.5 + 0.1 * j).view(*j.shape, 1) / (1 + s.view(*s.shape, 1))
+
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.randn(3, 5, 2, generator=g)
+    s_a, x_a, j, est = diffusion.shortcut_targets(denoiser, x0, cfg, torch.Generator().manual_seed(1))
+    ladder = diffusion.karras_sigmas(8, cfg.sigma_min, cfg.sigma_max, cfg.rho)
+    for m in range(3):
+        for t in range(5):
+            k = int(j[m, t])
+            i = int((ladder - s_a[m, t]).abs().argmin())
+            half = 2 ** (k - 1)
+            sa, smid, sb = (float(ladder[i + q * half]) for q in range(3))
+            c = torch.tensor([k - 1])
+            x = x_a[m, t]
+            x_mid = diffusion.euler_step(x, denoiser(x[None], torch.tensor([sa]), c)[0], sa, smid)
+            x_b = diffusion.euler_step(x_mid, denoiser(x_mid[None], torch.tensor([smid]), c)[0], smid, sb)
+            torch.testing.assert_close(diffusion.euler_step(x, est[m, t], sa, sb), x_b, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(x_a, x0 + s_a[..., None] * (x_a - x0) / s_a[..., None])  # noise at σ_a
+
+
+def test_shortcut_targets_of_a_perfect_point_mass_denoiser_are_the_point():
+    """Data that is one point: D(x; σ) = the point at every level, trajectories are straight, and every
+    class's target is the point itself (no bias from the construction)."""
+    point = torch.full((2, 4, 3), 0.75)
+    _, _, _, est = diffusion.shortcut_targets(lambda x, s, j: torch.full_like(x, 0.75), point, EDMConfig(shortcut_levels=16),
+                                              torch.Generator().manual_seed(0))
+    torch.testing.assert_close(est, point)
+
+
+def test_shortcut_training_gives_samples_in_one_step_where_plain_training_gives_the_mean():
+    """A toy of the sharp-dreams problem: data ±1 with equal odds. One EDM step from σ_max returns the
+    conditional mean (≈ 0: a blob); trained with shortcut targets, the one-step sampler of the top class
+    lands near ±1 (a sample), as the many-step sampler does."""
+    from torch import nn
+
+    cfg = EDMConfig(shortcut_levels=8, target="x", p_sigma_max=0.2)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.inp = nn.Embedding(4, 32), nn.Linear(2, 32)
+            self.mlp = nn.Sequential(nn.SiLU(), nn.Linear(32, 64), nn.SiLU(), nn.Linear(64, 64), nn.SiLU(), nn.Linear(64, 1))
+
+        def forward(self, x, s, j):
+            pre = diffusion.precondition(s, cfg.sigma_data, cfg.target)
+            return diffusion.denoise(self.mlp(self.inp(torch.stack([x * pre.c_in, pre.c_noise], -1)) + self.emb(j))[..., 0],
+                                     x, pre)
+
+    def one_step_samples(shortcut: bool) -> torch.Tensor:
+        torch.manual_seed(0)
+        net, g = Net(), torch.Generator().manual_seed(1)
+        opt = torch.optim.Adam(net.parameters(), 3e-3)
+        for _ in range(800):
+            x0 = (torch.randint(0, 2, (256, 1), generator=g) * 2 - 1).float()
+            sigma = diffusion.training_sigmas(x0.shape, cfg, g)
+            x, j, target = x0 + sigma * torch.randn(x0.shape, generator=g), torch.zeros(x0.shape, dtype=torch.long), x0
+            if shortcut:
+                s_a, x_a, j_a, est = diffusion.shortcut_targets(net, x0[:64], cfg, g)
+                sigma, x = torch.cat([s_a, sigma[64:]]), torch.cat([x_a, x[64:]])
+                j, target = torch.cat([j_a, j[64:]]), torch.cat([est, x0[64:]])
+            loss = (net(x, sigma, j) - target).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        top = diffusion.shortcut_class(1, 8) if shortcut else 0
+        with torch.no_grad():
+            return diffusion.sample(lambda x, s: net(x, torch.full_like(x, s), torch.full_like(x, top, dtype=torch.long)),
+                                    torch.randn((2000, 1), generator=g), diffusion.karras_sigmas(1, cfg.sigma_min,
+                                                                                                cfg.sigma_max, cfg.rho))
+
+    def near_a_mode(x: torch.Tensor) -> float:
+        return float(((x.abs() - 1).abs() < 0.25).float().mean())
+
+    plain, short = one_step_samples(False), one_step_samples(True)
+    assert near_a_mode(plain) < 0.05 and plain.abs().mean() < 0.2  # the mean: a blob
+    assert near_a_mode(short) > 0.6  # samples
+    assert 0.3 < float((short > 0).float().mean()) < 0.7  # of both modes

@@ -494,10 +494,11 @@ def test_reward_weights_favour_rare_classes_and_average_one():
     assert "reward_weights" in model.state_dict(), "the weights must travel with checkpoints"
 
 
-def test_world_model_loss_is_seeded():
-    model = world_model()
+@pytest.mark.parametrize("shortcut", [False, True])
+def test_world_model_loss_is_seeded(shortcut):
+    model = shortcut_model() if shortcut else world_model()
     randomize(model.dit)
-    data = transitions(2, 4)
+    data = transitions(4 if shortcut else 2, 4)  # 4 windows: one is drawn for shortcut targets
     a = model.loss(*data, generator=torch.Generator().manual_seed(5))
     b = model.loss(*data, generator=torch.Generator().manual_seed(5))
     c = model.loss(*data, generator=torch.Generator().manual_seed(6))
@@ -619,3 +620,80 @@ def test_prev_actions_of_one_frame_windows():
     prev = model.prev_actions(torch.zeros((2, 0), dtype=torch.long))
     assert prev.tolist() == [[3], [3]]
     assert model.prev_actions(torch.tensor([[1, 2]])).tolist() == [[3, 1, 2]]
+
+
+# ----------------------------------------------------------------------------- shortcut models
+def shortcut_model(levels: int = 4, steps: int = 1) -> WorldModel:
+    edm = EDMConfig(sampling_steps=steps, shortcut_levels=levels, target="x")
+    return WorldModel(WorldModelConfig(tokenizer=TOK, dit=dit_config(), edm=edm))
+
+
+def test_only_shortcut_models_take_a_step_size():
+    assert world_model().dit.step_embed is None
+    assert shortcut_model(levels=8).dit.step_embed.num_embeddings == 4  # classes 0..3: steps of 1, 2, 4, 8 levels
+    with pytest.raises(ValueError, match="shortcut_levels=0"):
+        world_model().dit(*window(3), step=torch.zeros(2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="power of two"):
+        shortcut_model(levels=6)
+
+
+def test_shortcut_loss_trains_the_step_embedding():
+    model = shortcut_model()
+    randomize(model.dit)
+    a = model.loss(*transitions(4, 4), generator=torch.Generator().manual_seed(5))
+    assert torch.isfinite(a.loss)
+    a.loss.backward()
+    grad = model.dit.step_embed.weight.grad
+    assert grad is not None and (grad.abs().sum(-1) > 0).sum() >= 2  # the plain class and shortcut classes learn
+
+
+def test_shortcut_loss_targets_the_models_own_two_half_steps(monkeypatch):
+    """The windows trained on shortcut targets get the estimate of diffusion.shortcut_targets with the model
+    itself (class j-1) as the teacher; the others the clean target, as a plain model."""
+    from worldsim import diffusion
+
+    model = shortcut_model()
+    randomize(model.dit)
+    seen = {}
+    real = diffusion.shortcut_targets
+
+    def spy(denoiser, x0, cfg, generator=None):
+        out = real(denoiser, x0, cfg, generator)
+        seen["n"], seen["classes"] = x0.shape[0], out[2]
+        return out
+
+    monkeypatch.setattr(diffusion, "shortcut_targets", spy)
+    for seed in range(8):  # the share is drawn with stochastic rounding: 0.25 x 4 windows = 1
+        seen.clear()
+        model.loss(*transitions(4, 4), generator=torch.Generator().manual_seed(seed))
+        assert seen["n"] == 1 and ((seen["classes"] >= 1) & (seen["classes"] <= 2)).all()
+
+
+def test_shortcut_sampling_uses_the_class_of_its_step_count():
+    model = randomize(shortcut_model(levels=4)).eval()
+    model.set_frame_size(32, 32)
+    actions = torch.tensor([2, 2, 3])
+
+    def sample(steps):
+        return model.step(_started(model), actions, torch.Generator().manual_seed(0), sampling_steps=steps).latents
+
+    before = {s: sample(s) for s in (1, 2, 4)}
+    with torch.no_grad():
+        model.dit.step_embed.weight[2] += 0.5  # class 2: the 1-step sampler of a 4-level ladder
+    assert not torch.equal(sample(1), before[1])
+    assert torch.equal(sample(2), before[2]) and torch.equal(sample(4), before[4])
+    with pytest.raises(ValueError, match="1, 2, 4 steps"):
+        sample(3)
+    with pytest.raises(ValueError, match="Euler"):
+        model.step(_started(model), actions, sampling_steps=2, solver="heun")
+
+
+def test_shortcut_windowed_rollout_equals_the_cached_rollout():
+    model = randomize(shortcut_model(levels=4, steps=2)).eval()
+    model.set_frame_size(32, 32)
+    g = torch.Generator().manual_seed(2)
+    ctx, prev = torch.randn(2, 2, 4, 8, 8, generator=g), torch.randint(0, NUM_ACTIONS, (2, 2), generator=g)
+    acts = torch.randint(0, NUM_ACTIONS, (2, 4), generator=g)
+    cached = model.rollout(ctx, prev, acts, torch.Generator().manual_seed(1)).latents
+    windowed = model._windowed_rollout(ctx, prev, acts, torch.Generator().manual_seed(1), None, 2)
+    torch.testing.assert_close(windowed, cached, atol=1e-4, rtol=1e-4)

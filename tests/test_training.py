@@ -423,3 +423,40 @@ def test_train_step_split_shares_are_the_time_each_part_adds(monkeypatch):
     assert train_step_split.summarise({"full": []}) == {"windows_per_s_median": {}}
     partial = train_step_split.summarise({"full": [{"windows_per_s": 4.0}], "no_head_pairs": [{"windows_per_s": 5.0}]})
     assert set(partial["share_of_full_step"]) == {"head_pairs"}  # parts not measured are not reported as 0
+
+
+def test_shortcut_model_trains_resumes_and_dreams_with_its_step_counts(tiny_world_model, tmp_path):
+    """`model.edm.shortcut_levels=4` through the CLI: trains (with its teacher passes), resumes from the
+    checkpoint with the step embedding, and drives the dream with 1, 2 or 4 steps; other counts are
+    refused when the dream is built, and play's +/- keys move between the valid counts."""
+    from worldsim.sim.dream_env import DreamEnv
+
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(tiny_world_model["tokenizer"], run / "tokenizer.pt")
+    paths = {**tiny_world_model, "run_dir": run}
+    over = ["model.edm.shortcut_levels=4", "model.edm.target=x", "model.world_model_train.ckpt_every=5"]
+    assert cli("train-world-model", paths, *over, "model.world_model_train.steps=5") == 0
+    model, ckpt = load_world_model(run / "world_model.pt")
+    assert model.cfg.edm.shortcut_levels == 4 and model.dit.step_embed is not None and ckpt["step"] == 5
+    assert cli("train-world-model", paths, *over, "model.world_model_train.steps=10") == 0
+    assert load_world_model(run / "world_model.pt")[1]["step"] == 10
+    for steps in (1, 2, 4):
+        env = DreamEnv(run / "world_model.pt", data_dir=tiny_world_model["data_dir"], horizon=3, sampling_steps=steps)
+        env.reset(seed=0)
+        obs, *_ = env.step(0)
+        assert obs.shape == (64, 64, 3)
+        env.close()
+    with pytest.raises(ValueError, match="1, 2, 4 steps"):
+        DreamEnv(run / "world_model.pt", data_dir=tiny_world_model["data_dir"], horizon=3, sampling_steps=3)
+    from worldsim.sim.play import PlaySession
+
+    play = PlaySession.from_checkpoint(run / "world_model.pt", real=False, precision="fp32", end_threshold=1.0)
+    seen = []
+    for command in ["more_steps"] * 3 + ["fewer_steps"] * 3:  # play's +/- keys double and halve: 2, 4, 4, 2, 1, 1
+        play.handle(command)
+        seen.append(play.sampling_steps)
+    assert seen == [2, 4, 4, 2, 1, 1] and play.handle(0)
+    play.close()

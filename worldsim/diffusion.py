@@ -6,6 +6,13 @@ trained with the loss of EDM eq. 8 rewritten as a unit-weighted regression of ``
 effective target. Sampling walks the Karras noise levels (eq. 5) with Euler steps (Algorithm 1
 without the Heun correction) or Heun steps (Algorithm 1); DIAMOND shows a few EDM Euler steps
 already give stable autoregressive game rollouts where DDPM needs many.
+
+Shortcut models (Frans et al. 2024, "One Step Diffusion via Shortcut Models"; Dreamer 4's shortcut
+forcing) make few steps yield what many steps would: the denoiser is also conditioned on the size of
+the step it takes along a ladder of ``N = 2^k`` levels, and a step of size 2d is trained to land
+where two steps of size d land (self-consistency), down to the plain denoiser's single Euler step.
+Written in EDM's terms: a step of any size from σ_a to σ_b is an Euler step with a denoised estimate
+x̂, so the two-step landing point is turned back into the x̂ a single step must return.
 """
 
 from __future__ import annotations
@@ -43,6 +50,10 @@ class EDMConfig:
     # a blur instead of leaving the input's noise in the frame). The two agree at σ_max.
     target: str = "edm"
     solver: str = "euler"  # "euler" or "heun"
+    # Shortcut training (module docstring): 0 = off, else the finest ladder N (a power of two >= 2):
+    # the denoiser is also told its step size, and sampling_steps must then divide N (1, 2, 4, ... N).
+    shortcut_levels: int = 0
+    shortcut_share: float = 0.25  # share of each batch's windows trained on the two-half-steps target
 
 
 class Preconditioning(NamedTuple):
@@ -142,3 +153,69 @@ def sample(denoiser: Callable[[torch.Tensor, float], torch.Tensor], noise: torch
             x_next = x + (s_next - s) * 0.5 * (d + d_next)
         x = x_next
     return x
+
+
+def check_shortcut(cfg: EDMConfig) -> None:
+    """Refuse shortcut settings that cannot work, saying what would."""
+    n = cfg.shortcut_levels
+    if n == 0:
+        return
+    if n < 2 or n & (n - 1):
+        raise ValueError(f"edm.shortcut_levels must be 0 (off) or a power of two >= 2, got {n}.")
+    if not 0.0 < cfg.shortcut_share < 1.0:
+        raise ValueError(f"edm.shortcut_share must be in (0, 1) (the share of windows trained on shortcut "
+                         f"targets), got {cfg.shortcut_share}.")
+    if cfg.solver != "euler":
+        raise ValueError(f"a shortcut model takes Euler steps of trained sizes: set edm.solver=euler "
+                         f"(got {cfg.solver!r}).")
+    shortcut_class(cfg.sampling_steps, n)
+
+
+def shortcut_class(steps: int, levels: int) -> int:
+    """The step-size class of a ``steps``-step sampler on a shortcut model of ``levels`` ladder levels:
+    log2(levels / steps) (0 = the plain denoiser's step between neighbouring levels)."""
+    if steps < 1 or levels % steps or (levels // steps) & (levels // steps - 1):
+        valid = ", ".join(str(levels >> j) for j in range(levels.bit_length() - 1, -1, -1))
+        raise ValueError(f"this is a shortcut model of {levels} levels: it samples with {valid} steps, "
+                         f"not {steps}. Pass one of those as sampling_steps.")
+    return (levels // steps).bit_length() - 1
+
+
+def shortcut_draws(shape: tuple[int, ...], levels: int, generator: torch.Generator | None = None,
+                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Training draws for shortcut targets: a step class j ~ U{1..k} (step size d = 2^j levels, k =
+    log2 levels) and a start level i ~ U{0, d, 2d, ..., levels - d}: the levels a ``levels / d``-step
+    sampler visits (karras_sigmas(s) is every (levels/s)-th level of karras_sigmas(levels))."""
+    k = levels.bit_length() - 1
+    j = torch.randint(1, k + 1, shape, generator=generator, device=device)
+    d = 2**j
+    i = (torch.rand(shape, generator=generator, device=device) * (levels // d)).long().clamp_max(levels // d - 1) * d
+    return j, i
+
+
+def shortcut_estimate(x_a: torch.Tensor, x_b: torch.Tensor, sigma_a: torch.Tensor, sigma_b: torch.Tensor) -> torch.Tensor:
+    """The denoised estimate x̂ whose Euler step from (x_a, σ_a) lands on x_b at σ_b (σ_b = 0: x_b itself)."""
+    return x_a - sigma_a * (x_b - x_a) / (sigma_b - sigma_a)
+
+
+@torch.no_grad()
+def shortcut_targets(denoiser: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], x0: torch.Tensor,
+                     cfg: EDMConfig, generator: torch.Generator | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Self-consistency targets for clean targets ``x0`` (m, t, ...): per (m, t) entry a step class j and
+    start level σ_a (:func:`shortcut_draws`), the noisy input x_a = x0 + σ_a ε, and the estimate whose
+    single step of class j lands where two steps of class j-1 of ``denoiser(x, σ (m, t), class (m, t))``
+    -> D(x; σ) land. Returns σ_a (m, t), x_a, j (m, t) and the estimates (shaped as ``x0``)."""
+    j, i = shortcut_draws(x0.shape[:2], cfg.shortcut_levels, generator, x0.device)
+    ladder = karras_sigmas(cfg.shortcut_levels, cfg.sigma_min, cfg.sigma_max, cfg.rho, x0.device)
+    half = 2 ** (j - 1)
+    s_a, s_mid, s_b = (ladder[i + k * half] for k in range(3))
+    pad = (1,) * (x0.dim() - 2)
+
+    def b(s: torch.Tensor) -> torch.Tensor:  # (m, t) -> broadcast over a frame
+        return s.view(*s.shape, *pad)
+
+    x_a = x0 + b(s_a) * torch.randn(x0.shape, generator=generator, device=x0.device)
+    x_mid = euler_step(x_a, denoiser(x_a, s_a, j - 1), b(s_a), b(s_mid))
+    x_b = euler_step(x_mid, denoiser(x_mid, s_mid, j - 1), b(s_mid), b(s_b))  # at σ_b = 0: the estimate itself
+    return s_a, x_a, j, shortcut_estimate(x_a, x_b, b(s_a), b(s_b))

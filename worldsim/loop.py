@@ -87,6 +87,7 @@ class LoopConfig:
 LATER_MODEL_KEYS: dict[tuple[str, ...], Any] = {
     ("memory_span",): 0, ("end_within",): 1, ("end_pos_weight",): 10.0, ("tokenizer", "encoder"): "conv",
     ("world_model_train", "grad_accum"): 1, ("world_model_train", "rollout_windows"): 0,
+    ("edm", "shortcut_levels"): 0, ("edm", "shortcut_share"): 0.25,
     **{(group, key): value for group in ("tokenizer_train", "world_model_train")
        for key, value in (("log_every", 50), ("ckpt_every", 500))},
 }

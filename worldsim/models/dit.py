@@ -21,7 +21,8 @@ Training is teacher forcing on both streams at once: a window of ``t`` frames gi
 denoising targets in a single pass, as an LLM learns every next token of a sequence together.
 
 Conditioning is DiT's adaLN-Zero (Peebles & Xie 2023): per frame, the noise-level embedding plus
-the action embedding regress shift/scale/gate of every block, gates initialised to zero so a fresh
+the action embedding (plus, for a shortcut model, an embedding of the generated frame's step size:
+:mod:`worldsim.diffusion`) regress shift/scale/gate of every block, gates initialised to zero so a fresh
 block is the identity. The MLP of every block is SANA's Mix-FFN (a depthwise 3×3 convolution over
 the frame's patch grid). Positions: 2D sin-cos over the patch grid, for whatever grid arrives, and
 rotary embeddings over time (:mod:`worldsim.models.positions`).
@@ -139,10 +140,12 @@ class FinalLayer(nn.Module):
 class DiT(nn.Module):
     REBASE_AT = 4096  # frame position beyond which the cache's rotary angles are moved back
 
-    def __init__(self, cfg: DiTConfig, memory: bool = False) -> None:
+    def __init__(self, cfg: DiTConfig, memory: bool = False, step_classes: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
         self.memory = memory  # one retrieved frame per generated frame (WorldModelConfig.memory_span > 0)
+        # shortcut models: the generated frame's step-size class 0..step_classes-1 (0: the plain denoiser)
+        self.step_embed = nn.Embedding(step_classes, cfg.width) if step_classes else None
         d, p, c = cfg.width, cfg.patch_size, cfg.latent_channels
         if not 1 <= cfg.stack_frames <= cfg.context_frames:
             raise ValueError(f"stack_frames={cfg.stack_frames} must be between 1 and context_frames={cfg.context_frames}.")
@@ -186,6 +189,8 @@ class DiT(nn.Module):
         nn.init.zeros_(self.final.linear.bias)
         if self.memory:  # the memory's pose embedding starts at zero, as the gates do
             nn.init.zeros_(self.memory_embed[-1].weight)
+        if self.step_embed is not None:  # every step size starts as the plain denoiser
+            nn.init.zeros_(self.step_embed.weight)
 
     # ------------------------------------------------------------------ pieces
     def grid(self, h: int, w: int) -> tuple[int, int]:
@@ -241,9 +246,15 @@ class DiT(nn.Module):
         # dream must give the same floats for the same seed whatever layout a step left behind
         return rearrange(x, "b (t hh ww) (c p q) -> b t c (hh p) (ww q)", t=t, hh=h // p, ww=w // p, p=p, q=p).contiguous()
 
-    def condition(self, c_noise: torch.Tensor, prev_actions: torch.Tensor) -> torch.Tensor:
-        """Per-frame conditioning vectors: noise level + action that led to the frame. (b, F) -> (b, F, d)."""
-        return self.noise_embed(timestep_embedding(c_noise * 1000.0, 256)) + self.action_embed(prev_actions)
+    def condition(self, c_noise: torch.Tensor, prev_actions: torch.Tensor, step: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-frame conditioning vectors: noise level + action that led to the frame (+ the step-size
+        class ``step`` of a generated frame, shortcut models only; None = 0). (b, F) -> (b, F, d)."""
+        cond = self.noise_embed(timestep_embedding(c_noise * 1000.0, 256)) + self.action_embed(prev_actions)
+        if step is not None:
+            if self.step_embed is None:
+                raise ValueError("this DiT has no step-size conditioning (model.edm.shortcut_levels=0): do not pass step")
+            cond = cond + self.step_embed(step)
+        return cond
 
     def rope(self, frame_pos: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotary tables for the tokens of frames at ``frame_pos`` (F,), ``n`` tokens each: (F·n, e) twice."""
@@ -252,13 +263,14 @@ class DiT(nn.Module):
     # ------------------------------------------------------------------ training pass
     def forward(self, clean: torch.Tensor, clean_c_noise: torch.Tensor, noisy: torch.Tensor,
                 noisy_c_noise: torch.Tensor, prev_actions: torch.Tensor,
-                memory: tuple[torch.Tensor, torch.Tensor] | None = None) -> DiTOutput:
+                memory: tuple[torch.Tensor, torch.Tensor] | None = None, step: torch.Tensor | None = None) -> DiTOutput:
         """Teacher-forced pass over a window.
 
         clean (b, t, c, h, w) and clean_c_noise (b, t): the (noise-augmented, c_in-scaled) clean frames;
         noisy (b, t-1, c, h, w) and noisy_c_noise (b, t-1): noisy copies of frames 1..t-1;
         prev_actions (b, t): the action that led to each frame (``null_action`` for frame 0);
-        memory (pose memory only): retrieved frames (b, t-1, c, h, w) and features (b, t-1, 4) of frames 1..t-1.
+        memory (pose memory only): retrieved frames (b, t-1, c, h, w) and features (b, t-1, 4) of frames 1..t-1;
+        step (shortcut models only): the step-size class (b, t-1) of each noisy frame.
         """
         b, t, c, h, w = clean.shape
         hp, wp = self.grid(h, w)
@@ -267,7 +279,7 @@ class DiT(nn.Module):
         x = torch.cat([self.embed_frames(clean), self.embed_noisy(noisy, self.stack(clean), prev_actions[:, 1:], memory)],
                       dim=1).float()  # (b, (2t-1)·n, d); training keeps the residual stream in fp32
         cond = torch.cat([self.condition(clean_c_noise, prev_actions),
-                          self.condition(noisy_c_noise, prev_actions[:, 1:])], dim=1)  # (b, 2t-1, d)
+                          self.condition(noisy_c_noise, prev_actions[:, 1:], step)], dim=1)  # (b, 2t-1, d)
         rope = self.rope(torch.cat([torch.arange(t, device=dev), torch.arange(1, t, device=dev)]), n)
         layout = WindowLayout.build(t, n, self.cfg.context_frames, True, dev)
         for block in self.blocks:
@@ -317,15 +329,16 @@ class DiT(nn.Module):
         return cache
 
     def _cached_pass(self, z: torch.Tensor, c_noise: torch.Tensor, action: torch.Tensor, cache: DiTCache,
-                     append: bool, memory: tuple[torch.Tensor, torch.Tensor] | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+                     append: bool, memory: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     step: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One frame (b, c, h, w) through every block against the cache -> tokens (b, n, d), cond (b, 1, d).
         ``append``: it is a clean frame, whose keys / values go into the ring. ``memory``: the noisy
-        frame's retrieved frame (b, c, h, w) and features (b, 4) (pose memory only)."""
+        frame's retrieved frame (b, c, h, w) and features (b, 4) (pose memory only); ``step`` its step-size
+        class (b,) (shortcut models only)."""
         # every token of the frame sits at the same time position: one (1, e) table, broadcast
         cos, sin = rope_tables(torch.tensor([cache.next_pos], device=z.device), self.head_dim)
         x, cond, kvs = self._frame_pass(z, c_noise, action, cache.recent, cos, sin, cache.keys, cache.values, append,
-                                        memory)
+                                        memory, step)
         if append:
             for i, kv in enumerate(kvs):
                 cache.write(i, kv, cache.next_pos)
@@ -333,7 +346,8 @@ class DiT(nn.Module):
 
     def _frame_pass(self, z: torch.Tensor, c_noise: torch.Tensor, action: torch.Tensor, recent: torch.Tensor,
                     cos: torch.Tensor, sin: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
-                    append: bool, memory: tuple[torch.Tensor, torch.Tensor] | None = None
+                    append: bool, memory: tuple[torch.Tensor, torch.Tensor] | None = None,
+                    step: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
         """The tensor work of :meth:`_cached_pass`, free of Python state (positions arrive as tables),
         so that it can be traced or compiled as one function; writes only the caches' scratch slots."""
@@ -343,7 +357,7 @@ class DiT(nn.Module):
         else:
             mem = None if memory is None else (memory[0][:, None], memory[1][:, None])
             x = self.embed_noisy(z[:, None], recent[:, None].to(z.dtype), action[:, None], mem)
-        cond = self.condition(c_noise[:, None], action[:, None])  # (b, 1, d)
+        cond = self.condition(c_noise[:, None], action[:, None], None if step is None else step[:, None])  # (b, 1, d)
         kvs = []
         for i, block in enumerate(self.blocks):
             x, kv = block(x, cond, (hp, wp), (cos, sin), None, (keys[i], values[i]))
@@ -361,10 +375,12 @@ class DiT(nn.Module):
 
     @torch.no_grad()
     def denoise_next(self, noisy: torch.Tensor, c_noise: torch.Tensor, action: torch.Tensor, cache: DiTCache,
-                     memory: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                     memory: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     step: torch.Tensor | None = None) -> torch.Tensor:
         """Raw output F for the next frame (b, c, h, w) at noise ``c_noise`` (b,), given the cache
-        (and, with pose memory, the retrieved frame (b, c, h, w) and its features (b, 4))."""
-        x, cond = self._cached_pass(noisy, c_noise, action, cache, append=False, memory=memory)
+        (and, with pose memory, the retrieved frame (b, c, h, w) and its features (b, 4); for a
+        shortcut model, the step-size class (b,))."""
+        x, cond = self._cached_pass(noisy, c_noise, action, cache, append=False, memory=memory, step=step)
         h, w = noisy.shape[-2:]
         return self.unembed(self.final(x, cond, x.shape[1]), 1, h, w)[:, 0]
 

@@ -75,9 +75,11 @@ class WorldModel(nn.Module):
             )
         if cfg.memory_span < 0:
             raise ValueError(f"memory_span must be >= 0 (0: no pose memory), got {cfg.memory_span}.")
+        diffusion.check_shortcut(cfg.edm)
         self.cfg = cfg
         self.tokenizer = Tokenizer(cfg.tokenizer)
-        self.dit = DiT(cfg.dit, memory=cfg.memory_span > 0)
+        step_classes = cfg.edm.shortcut_levels.bit_length() if cfg.edm.shortcut_levels else 0  # classes 0..log2 N
+        self.dit = DiT(cfg.dit, memory=cfg.memory_span > 0, step_classes=step_classes)
         self.heads = Heads(cfg.dit.width, cfg.dit.latent_channels, cfg.heads_conv_width)
         self.latent_hw: tuple[int, int] = (0, 0)  # set by set_frame_size
         self.register_buffer("delta_std", torch.ones(()))  # std of z_t - z_{t-1}, set from the data
@@ -163,16 +165,19 @@ class WorldModel(nn.Module):
         # Noisy stream: the changes to frames 1..t-1 from their previous frame, at EDM training noise levels.
         x0 = ((latents if targets is None else targets)[:, 1:] - latents[:, :-1]) / self.delta_std
         sigma = diffusion.training_sigmas((b, t - 1), edm, generator, dev)
-        pre = diffusion.precondition(sigma, edm.sigma_data, edm.target)
-        pre_b = diffusion.Preconditioning(*(v[..., None, None, None] for v in pre))
         noisy = x0 + sigma[..., None, None, None] * randn(x0.shape)
         if memory is not None:
             m, feats = memory
             s_aug = augmentation_sigmas(feats.shape[:2])
             memory = self.memory_input(m + s_aug[..., None, None, None] * randn(m.shape), feats)
-        raw, features = self.dit(clean_in, pre_c.c_noise, noisy * pre_b.c_in, pre.c_noise, self.prev_actions(actions),
-                                 memory)
-        diff_loss = F.mse_loss(raw, diffusion.denoising_target(x0, noisy, pre_b))
+        prev_actions, step, estimate = self.prev_actions(actions), None, x0
+        if edm.shortcut_levels:
+            sigma, noisy, step, estimate = self._shortcut_targets(x0, sigma, noisy, clean_in, pre_c.c_noise, prev_actions,
+                                                                  memory, generator)
+        pre = diffusion.precondition(sigma, edm.sigma_data, edm.target)
+        pre_b = diffusion.Preconditioning(*(v[..., None, None, None] for v in pre))
+        raw, features = self.dit(clean_in, pre_c.c_noise, noisy * pre_b.c_in, pre.c_noise, prev_actions, memory, step)
+        diff_loss = F.mse_loss(raw, diffusion.denoising_target(estimate, noisy, pre_b))
         reward_loss, end_loss = self.head_losses(self.heads(features[:, 1:], latents[:, :-1], latents[:, 1:]),
                                                  rewards, terminated)
         if pairs is not None:  # the pair view on extra transitions, weighted by their share of all transitions
@@ -190,6 +195,27 @@ class WorldModel(nn.Module):
             end_loss = (1 - dream_share) * end_loss + dream_share * dream_end
         total = diff_loss + cfg.reward_weight * reward_loss + cfg.end_weight * end_loss
         return LossOutput(total, diff_loss.detach(), reward_loss.detach(), end_loss.detach())
+
+    @torch.no_grad()
+    def _shortcut_targets(self, x0, sigma, noisy, clean_in, clean_c_noise, prev_actions, memory, generator):
+        """Shortcut self-consistency (:func:`worldsim.diffusion.shortcut_targets`, the model itself as teacher)
+        on a share of the windows; the rest learn the plain denoiser (class 0). Returns the noise levels
+        (b, t-1), noisy inputs, step classes and the estimates F's target is made from."""
+        edm = self.cfg.edm
+        n = int(edm.shortcut_share * x0.shape[0] + torch.rand((), generator=generator, device=x0.device).item())  # unbiased
+        step = torch.zeros(sigma.shape, dtype=torch.long, device=x0.device)
+        if n == 0:
+            return sigma, noisy, step, x0
+        mem = None if memory is None else tuple(v[:n] for v in memory)
+
+        def denoiser(x: torch.Tensor, s: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+            pre = diffusion.precondition(s, edm.sigma_data, edm.target)
+            pre_b = diffusion.Preconditioning(*(v[..., None, None, None] for v in pre))
+            raw, _ = self.dit(clean_in[:n], clean_c_noise[:n], x * pre_b.c_in, pre.c_noise, prev_actions[:n], mem, j)
+            return diffusion.denoise(raw.float(), x, pre_b)
+
+        s_a, x_a, step[:n], estimate = diffusion.shortcut_targets(denoiser, x0[:n], edm, generator)
+        return torch.cat([s_a, sigma[n:]]), torch.cat([x_a, noisy[n:]]), step, torch.cat([estimate, x0[n:]])
 
     def forward(self, latents, actions, rewards, terminated, generator=None, pairs=None, dream=None,
                 dream_share=0.0, targets=None, memory=None) -> LossOutput:
@@ -281,16 +307,24 @@ class WorldModel(nn.Module):
         sigmas = diffusion.karras_sigmas(steps, edm.sigma_min, edm.sigma_max, edm.rho)
 
         memory = None if not self.cfg.memory_span else self.memory_input(*cache.memory.query(actions))
+        step = self._step_classes(steps, (b,), dev)
+        if step is not None and (solver or edm.solver) != "euler":
+            raise ValueError(f"a shortcut model takes Euler steps of trained sizes: solver={solver!r} cannot sample it.")
 
         def denoiser(x: torch.Tensor, sigma: float) -> torch.Tensor:
             pre = diffusion.precondition(torch.full((b,), sigma, device=dev), edm.sigma_data, edm.target)
-            raw = self.dit.denoise_next(x * pre.c_in[:, None, None, None], pre.c_noise, actions, cache, memory)
+            raw = self.dit.denoise_next(x * pre.c_in[:, None, None, None], pre.c_noise, actions, cache, memory, step)
             return diffusion.denoise(raw, x, diffusion.Preconditioning(*(v[:, None, None, None] for v in pre)))
 
         if noise is None:
             noise = torch.randn((b, self.cfg.dit.latent_channels, h, w), generator=generator, device=dev)  # fp32 even under autocast
         change = diffusion.sample(denoiser, noise.float(), sigmas, solver or edm.solver).float()
         return cache.last_latents.float() + change * self.delta_std
+
+    def _step_classes(self, steps: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor | None:
+        """A shortcut model's step-size class for a ``steps``-step sampler (None for other models)."""
+        n = self.cfg.edm.shortcut_levels
+        return torch.full(shape, diffusion.shortcut_class(steps, n), device=device) if n else None
 
     @torch.no_grad()
     def step(self, cache: DiTCache, actions: torch.Tensor, generator: torch.Generator | None = None,
@@ -341,6 +375,7 @@ class WorldModel(nn.Module):
         steps = edm.sampling_steps if sampling_steps is None else sampling_steps
         sigmas = diffusion.karras_sigmas(steps, edm.sigma_min, edm.sigma_max, edm.rho)
         frames, prev = context[:, -m:].float(), context_prev_actions[:, -m:]
+        step = self._step_classes(steps, (b, m), dev)
         memory = None
         if self.cfg.memory_span:  # the memory is not cut: it holds the whole context, as in the cached rollout
             memory = PoseMemory(b, self.cfg.memory_span, tuple(context.shape[2:]), Motion.from_table(self.motion), dev)
@@ -360,7 +395,7 @@ class WorldModel(nn.Module):
                 pre = diffusion.precondition(torch.full((b, m), sigma, device=dev), edm.sigma_data, edm.target)
                 noisy = torch.zeros((b, m, *x.shape[1:]), device=dev)
                 noisy[:, -1] = x  # only the frame after the window matters; the others are ignored
-                raw, _ = self.dit(x_clean, c_clean, noisy * pre.c_in[..., None, None, None], pre.c_noise, acts, mem)
+                raw, _ = self.dit(x_clean, c_clean, noisy * pre.c_in[..., None, None, None], pre.c_noise, acts, mem, step)
                 last = diffusion.Preconditioning(*(v[:, -1, None, None, None] for v in pre))
                 return diffusion.denoise(raw[:, -1], x, last)
 

@@ -38,6 +38,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
+from worldsim.diffusion import shortcut_class
 from worldsim.models.heads import REWARD_CLASSES
 from worldsim.models.tokenizer import channels_last_frames
 from worldsim.models.world_model import WorldModel
@@ -64,6 +65,8 @@ class DreamCore:
             raise ValueError(f"the dream's reward must be one of {REWARD_MODES} (agent.dream_reward), got {reward!r}.")
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1 step, got {horizon}.")
+        if model.cfg.edm.shortcut_levels and sampling_steps is not None:  # say so now, not at the first step
+            shortcut_class(int(sampling_steps), model.cfg.edm.shortcut_levels)
         self.model, self.ckpt, self.n, self.device = model, ckpt, num_envs, device
         self.horizon, self.obs_type, self.contexts = horizon, obs_type, context_source
         self.sampling_steps, self.end_threshold, self.reward = sampling_steps, end_threshold, reward

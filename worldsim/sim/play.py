@@ -166,7 +166,12 @@ class PlaySession:
             self.reset()
             self.message = f"reset: episode {self.episode}"
         elif command in ("more_steps", "fewer_steps"):
-            self.sampling_steps += 1 if command == "more_steps" else -1
+            if self.dream.core.model.cfg.edm.shortcut_levels:  # a shortcut model samples with 1, 2, 4, ... steps
+                n = self.sampling_steps
+                self.sampling_steps = min(2 * n, self.dream.core.model.cfg.edm.shortcut_levels) \
+                    if command == "more_steps" else max(n // 2, 1)
+            else:
+                self.sampling_steps += 1 if command == "more_steps" else -1
         elif command == "quit":
             self.close()
         else:
