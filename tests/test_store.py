@@ -341,3 +341,23 @@ def test_bad_split_arguments(tmp_path, kwargs, match):
     store = EpisodeStore.create(tmp_path, env_meta())
     with pytest.raises(ValueError, match=match):
         store.split_names(**kwargs)
+
+
+def test_named_writes_clear_the_stale_temps_of_a_killed_write_only(tmp_path):
+    """kill -9 during a checkpoint write leaves its temp file; the next write of that file removes it
+    once nobody has written to it for a while, and never touches a live temp or another file's."""
+    import os
+    import time
+
+    from worldsim.io import STALE_TEMP_SECONDS, atomic_write_with
+
+    old = time.time() - STALE_TEMP_SECONDS - 60
+    stale, live, other = (tmp_path / n for n in (".world_model.a1b2.tmp.pt", ".world_model.c3d4.tmp.pt",
+                                                 ".tokenizer.e5f6.tmp.pt"))
+    for p in (stale, live, other):
+        p.write_bytes(b"partial")
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    atomic_write_with(tmp_path / "world_model.pt", lambda tmp: Path(tmp).write_bytes(b"whole"))
+    assert not stale.exists() and live.exists() and other.exists()
+    assert (tmp_path / "world_model.pt").read_bytes() == b"whole"

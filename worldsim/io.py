@@ -5,9 +5,11 @@ half-written store index, checkpoint, video or report behind: the old file or th
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -46,11 +48,29 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
+STALE_TEMP_SECONDS = 600  # a temp file not written to for this long has no live writer
+
+
+def _clear_leftovers(path: Path) -> None:
+    """Remove the temp files of ``path`` that a killed writer left (kill -9 skips the cleanup of
+    :func:`atomic_write_with`; a killed checkpoint write leaves tens of MB): those not written to for
+    :data:`STALE_TEMP_SECONDS`, as a live writer keeps touching its own."""
+    now = time.time()
+    for name in glob.glob(os.path.join(glob.escape(str(path.parent)), f".{glob.escape(path.stem)}.*.tmp{path.suffix}")):
+        try:
+            if now - os.stat(name).st_mtime > STALE_TEMP_SECONDS:
+                os.unlink(name)
+        except FileNotFoundError:  # another cleanup got there first
+            pass
+
+
 def atomic_write_with(path: str | Path, writer: Callable[[str], Any]) -> Path:
     """For writers that want a file *name* (``torch.save``, ``imageio.mimsave``): ``writer(tmp)``
-    writes a temp file beside ``path`` (same suffix, so format detection works), renamed on success."""
+    writes a temp file beside ``path`` (same suffix, so format detection works), renamed on success.
+    Stale temps of ``path`` from killed writes are removed first (:func:`_clear_leftovers`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _clear_leftovers(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     try:
