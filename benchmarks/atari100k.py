@@ -76,7 +76,8 @@ def run_one(game: str, seed: int, run_dir: Path, extra: list[str]) -> None:
     if (run_dir / "bench_done.json").exists():
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    seg = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), **peaks()}
+    seg = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), **peaks(), "seconds": None}
+    atomic_write_json(times_path, [*segments, seg])  # seconds stays None if this segment is killed
     t = time.perf_counter()
     loop = [sys.executable, "-m", "worldsim.cli", "loop", "env=atari100k", f"env.kwargs.game={game}", f"seed={seed}",
             f"run_dir={run_dir}", *RECIPE, *extra]
@@ -171,11 +172,13 @@ def summarise(root: Path, games: list[str], seeds: list[int], out: Path, extra: 
                 "reward_signal": (reward_signal(wm["rollouts"]["rollout_reward_by_real_sign"],  # today's rule
                                                 wm["rollouts"]["rollout_real_sign_counts"])
                                   if "rollout_real_sign_counts" in wm["rollouts"] else None),
-                "wall_minutes": sum(s["seconds"] for s in segs) / 60, "segments": segs,
+                # killed segments (seconds None) are not timed: with one, the wall time is a lower bound too
+                "wall_minutes": sum(s["seconds"] or 0 for s in segs) / 60, "segments": segs,
+                "wall_minutes_lower_bound": any(s["seconds"] is None for s in segs),
                 "loop_stage_minutes": {k: sum(r["seconds"][k] for r in loop["iterations"]) / 60
                                        for k in loop["iterations"][0]["seconds"]},
                 # a killed and resumed run: loop.json counts each iteration's stages in the process that finished it
-                "loop_stage_minutes_lower_bound": len(segs) > 1,
+                "loop_stage_minutes_lower_bound": len(segs) > 1 or any(s["seconds"] is None for s in segs),
             }
             runs[f"{game}/seed{seed}"] = with_reseeded_model_free(runs[f"{game}/seed{seed}"], d)
     for key, run in recorded.items():  # runs of other games or seeds than this call's stay in the file
