@@ -248,7 +248,7 @@ class DiT(nn.Module):
 
     def condition(self, c_noise: torch.Tensor, prev_actions: torch.Tensor, step: torch.Tensor | None = None) -> torch.Tensor:
         """Per-frame conditioning vectors: noise level + action that led to the frame (+ the step-size
-        class ``step`` of a generated frame, shortcut models only; None = 0). (b, F) -> (b, F, d)."""
+        class ``step`` of a generated frame, shortcut models only; clean frames take none). (b, F) -> (b, F, d)."""
         cond = self.noise_embed(timestep_embedding(c_noise * 1000.0, 256)) + self.action_embed(prev_actions)
         if step is not None:
             if self.step_embed is None:
