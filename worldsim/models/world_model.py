@@ -19,6 +19,7 @@ from worldsim.models.dit import DiT, DiTCache, DiTConfig
 from worldsim.models.heads import REWARD_CLASSES, HeadOutput, Heads, reward_to_class
 from worldsim.models.memory import Motion, PoseMemory, check_motion_table
 from worldsim.models.tokenizer import Tokenizer, TokenizerConfig, float_to_frames, frames_to_float
+from worldsim.models.windowed import windowed_rollout
 
 
 @dataclass
@@ -369,44 +370,8 @@ class WorldModel(nn.Module):
 
     def _windowed_rollout(self, context: torch.Tensor, context_prev_actions: torch.Tensor, actions: torch.Tensor,
                           generator: torch.Generator | None, sampling_steps: int | None, m: int) -> torch.Tensor:
-        """:meth:`rollout_latents` through the uncached windowed pass (equal to the cached rollout at m = C)."""
-        edm = self.cfg.edm
-        b, dev = actions.shape[0], context.device
-        steps = edm.sampling_steps if sampling_steps is None else sampling_steps
-        sigmas = diffusion.karras_sigmas(steps, edm.sigma_min, edm.sigma_max, edm.rho)
-        frames, prev = context[:, -m:].float(), context_prev_actions[:, -m:]
-        step = self._step_classes(steps, (b, m), dev)
-        memory = None
-        if self.cfg.memory_span:  # the memory is not cut: it holds the whole context, as in the cached rollout
-            memory = PoseMemory(b, self.cfg.memory_span, tuple(context.shape[2:]), Motion.from_table(self.motion), dev)
-            memory.reset(context.float(), context_prev_actions)
-        out = []
-        for k in range(actions.shape[1]):
-            a = actions[:, k]
-            mem = None
-            if memory is not None:  # every noisy slot gets it; only the last one's output is used
-                ml, mf = self.memory_input(*memory.query(a))
-                mem = (ml[:, None].expand(-1, m, -1, -1, -1), mf[:, None].expand(-1, m, -1))
-            clean = torch.cat([frames, frames[:, -1:]], dim=1)  # (b, m+1): the last slot is never attended to
-            x_clean, c_clean = self._context_input(clean)
-            acts = torch.cat([prev, a[:, None]], dim=1)  # (b, m+1): the action that led to each frame
-
-            def denoiser(x: torch.Tensor, sigma: float) -> torch.Tensor:
-                pre = diffusion.precondition(torch.full((b, m), sigma, device=dev), edm.sigma_data, edm.target)
-                noisy = torch.zeros((b, m, *x.shape[1:]), device=dev)
-                noisy[:, -1] = x  # only the frame after the window matters; the others are ignored
-                raw, _ = self.dit(x_clean, c_clean, noisy * pre.c_in[..., None, None, None], pre.c_noise, acts, mem, step)
-                last = diffusion.Preconditioning(*(v[:, -1, None, None, None] for v in pre))
-                return diffusion.denoise(raw[:, -1], x, last)
-
-            noise = torch.randn((b, self.cfg.dit.latent_channels, *self.latent_hw), generator=generator, device=dev)
-            z = frames[:, -1] + diffusion.sample(denoiser, noise.float(), sigmas, edm.solver).float() * self.delta_std
-            out.append(z)
-            if memory is not None:
-                memory.append(z, a)
-            frames = torch.cat([frames, z[:, None]], dim=1)[:, -m:]
-            prev = torch.cat([prev, a[:, None]], dim=1)[:, -m:]
-        return torch.stack(out, dim=1)
+        """:meth:`rollout_latents` through the uncached windowed pass (:mod:`worldsim.models.windowed`)."""
+        return windowed_rollout(self, context, context_prev_actions, actions, generator, sampling_steps, m)
 
     def set_frame_size(self, h: int, w: int) -> tuple[int, int]:
         """Fix the frame size generation works at; returns the latent grid size."""
