@@ -10,12 +10,20 @@ beside the working tree, alternating (:mod:`before_after`):
 
     python benchmarks/train_throughput.py --presets small --precisions bf16 --before 6822495 \
         --out benchmarks/results/train_throughput_before_after.json
+
+``--compare KEY=VALUE ...`` measures each preset as it is beside the same preset with those model
+overrides (a training recipe's cost per step), alternating the same way:
+
+    python benchmarks/train_throughput.py --presets small --precisions fp32 --compare edm.target=x \
+        edm.p_sigma_max=0.2 --against edm.target=x edm.p_sigma_max=0.2 edm.shortcut_levels=16 \
+        --out benchmarks/results/train_throughput_shortcut.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +42,14 @@ from worldsim.models.tokenizer import Tokenizer, TokenizerConfig, tokenizer_loss
 from worldsim.config import dataclass_from_dict
 from worldsim.models.loading import world_model_config
 cfg = yaml.safe_load(open(sys.argv[1]))
+for key, value in json.loads(sys.argv[5]).items():  # dotted model overrides (--compare / --against)
+    *path, last = key.split(".")
+    node = cfg
+    for k in path:
+        node = node[k]
+    if last not in node:
+        raise SystemExit(f"no model key {key!r} in {sys.argv[1]}")
+    node[last] = yaml.safe_load(value)
 tr = cfg["world_model_train"]
 wcfg = world_model_config({k: v for k, v in cfg.items() if k not in ("name", "tokenizer_train", "world_model_train")},
                           cfg["tokenizer"], 18)
@@ -51,7 +67,7 @@ def step():
         loss = m(z, a, r, e, g).loss
     opt.zero_grad(); loss.backward(); opt.step()
 for _ in range(2): step()
-peak = matmul_peak(torch.bfloat16, 1.0)
+peak = matmul_peak(torch.bfloat16 if sys.argv[3] == "bf16" else torch.float32, 1.0)
 n, t0 = 0, time.perf_counter()
 while time.perf_counter() - t0 < float(sys.argv[2]) or n < 3:
     step(); n += 1
@@ -74,7 +90,7 @@ print(json.dumps({"dit_params": sum(p.numel() for p in m.dit.parameters()) + sum
     "batch_size": b, "window": t, "seconds_per_step": dt, "windows_per_s": b / dt,
     "target_frames_per_s": b * (t - 1) / dt, "tokenizer_batch_size": tb, "tokenizer_samples_per_s": tb / tdt,
     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "threads": torch.get_num_threads(),
-    "bf16_peak_gflops": peak}))
+    f"{sys.argv[3]}_peak_gflops": peak}))
 """
 
 
@@ -85,10 +101,17 @@ def main() -> None:
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--before", help="a git revision to measure beside the working tree")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--compare", nargs="+", metavar="KEY=VALUE", help="model overrides of the first variant")
+    ap.add_argument("--against", nargs="+", metavar="KEY=VALUE", help="model overrides of the second variant")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     root = Path(__file__).resolve().parents[1] / "configs" / "model"
     bench = str(Path(__file__).resolve().parent)
+    if bool(args.compare) != bool(args.against):
+        ap.error("--compare and --against go together: the overrides of the two variants")
+    if args.compare:
+        atomic_write_json(Path(args.out), compare(args, root, bench))
+        return
     if args.before:
         cases = []
         with worktree(args.before) as before:  # one checkout for every case
@@ -96,7 +119,7 @@ def main() -> None:
                 for precision in args.precisions.split(","):
                     def measure(tree: Path) -> dict:
                         return json.loads(run_with(tree, ["-c", CHILD, str(root / f"{name}.yaml"), str(args.seconds),
-                                                          precision, bench]))
+                                                          precision, bench, "{}"]))
 
                     res = alternate(before, args.rounds, measure, f"{name} {precision}")
                     cases.append({"preset": name, "precision": precision, **res,
@@ -109,11 +132,40 @@ def main() -> None:
     for name in args.presets.split(","):
         result["presets"][name] = {}
         for precision in args.precisions.split(","):
-            out = subprocess.run([sys.executable, "-c", CHILD, str(root / f"{name}.yaml"), str(args.seconds), precision, bench],
+            out = subprocess.run([sys.executable, "-c", CHILD, str(root / f"{name}.yaml"), str(args.seconds), precision, bench, "{}"],
                                  capture_output=True, text=True, check=True)
             result["presets"][name][precision] = json.loads(out.stdout.strip().splitlines()[-1])
             print(name, precision, result["presets"][name][precision])
     atomic_write_json(Path(args.out), result)
+
+
+def overrides(pairs: list[str]) -> dict[str, str]:
+    bad = [p for p in pairs if "=" not in p]
+    if bad:
+        raise SystemExit(f"overrides must be KEY=VALUE (e.g. edm.shortcut_levels=16), got {bad}")
+    return dict(p.split("=", 1) for p in pairs)
+
+
+def compare(args, root: Path, bench: str) -> dict:
+    """Each preset and precision under two sets of model overrides, ``rounds`` times each, alternating."""
+    variants = {"compare": overrides(args.compare), "against": overrides(args.against)}
+    cases = []
+    for name in args.presets.split(","):
+        for precision in args.precisions.split(","):
+            runs: dict[str, list[dict]] = {"compare": [], "against": []}
+            for r in range(args.rounds):
+                for which in (("compare", "against") if r % 2 == 0 else ("against", "compare")):
+                    out = subprocess.run([sys.executable, "-c", CHILD, str(root / f"{name}.yaml"), str(args.seconds),
+                                          precision, bench, json.dumps(variants[which])],
+                                         capture_output=True, text=True, check=True)
+                    runs[which].append(json.loads(out.stdout.strip().splitlines()[-1]))
+                    print(name, precision, which, runs[which][-1], flush=True)
+            med = {w: {k: statistics.median(m[k] for m in ms) for k in ms[0] if isinstance(ms[0][k], (int, float))}
+                   for w, ms in runs.items()}
+            cases.append({"preset": name, "precision": precision, "rounds": args.rounds, "runs": runs, **med,
+                          "windows_per_s_ratio": med["against"]["windows_per_s"] / med["compare"]["windows_per_s"]})
+    return {"device": "cpu", "compare": variants["compare"], "against": variants["against"], "cases": cases,
+            "command": "python benchmarks/train_throughput.py " + " ".join(sys.argv[1:])}
 
 
 if __name__ == "__main__":
