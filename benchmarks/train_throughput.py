@@ -11,8 +11,9 @@ beside the working tree, alternating (:mod:`before_after`):
     python benchmarks/train_throughput.py --presets small --precisions bf16 --before 6822495 \
         --out benchmarks/results/train_throughput_before_after.json
 
-``--compare KEY=VALUE ...`` measures each preset as it is beside the same preset with those model
-overrides (a training recipe's cost per step), alternating the same way:
+``--compare KEY=VALUE ... --against KEY=VALUE ...`` measures each preset under two sets of model
+overrides (a training recipe's cost per step, beside the recipe it extends), alternating the same
+way; each run records the matmul peak of the precision it measures:
 
     python benchmarks/train_throughput.py --presets small --precisions fp32 --compare edm.target=x \
         edm.p_sigma_max=0.2 --against edm.target=x edm.p_sigma_max=0.2 edm.shortcut_levels=16 \
