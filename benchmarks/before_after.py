@@ -55,10 +55,16 @@ def run_with(tree: Path, args: list[str]) -> str:
 def alternate(before: Path, rounds: int, measure: Callable[[Path], dict], label: str = "") -> dict:
     """``measure(tree)`` ``rounds`` times for the checkout ``before`` (see :func:`worktree`) and for
     the working tree, alternating the order; returns every run and the per-key medians of each variant."""
-    runs: dict[str, list[dict]] = {"before": [], "after": []}
+    return alternate_variants(("before", "after"), rounds, lambda w: measure(before if w == "before" else ROOT), label)
+
+
+def alternate_variants(names: tuple[str, str], rounds: int, measure: Callable[[str], dict], label: str = "") -> dict:
+    """``measure(name)`` ``rounds`` times for each of two variants, alternating which goes first;
+    returns every run (``runs``) and the per-key medians of each variant (under its name)."""
+    runs: dict[str, list[dict]] = {n: [] for n in names}
     for r in range(rounds):
-        for which in (("before", "after") if r % 2 == 0 else ("after", "before")):
-            runs[which].append(measure(before if which == "before" else ROOT))
+        for which in (names if r % 2 == 0 else names[::-1]):
+            runs[which].append(measure(which))
             print(f"{label} {which}: {runs[which][-1]}", flush=True)
     med = {w: {k: statistics.median(m[k] for m in ms) for k in ms[0] if isinstance(ms[0][k], (int, float))}
            for w, ms in runs.items()}

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from before_after import alternate, run_with, worktree  # noqa: E402
+from before_after import alternate, alternate_variants, run_with, worktree  # noqa: E402
 
 from worldsim.io import atomic_write_json  # noqa: E402
 
@@ -153,18 +152,15 @@ def compare(args, root: Path, bench: str) -> dict:
     cases = []
     for name in args.presets.split(","):
         for precision in args.precisions.split(","):
-            runs: dict[str, list[dict]] = {"compare": [], "against": []}
-            for r in range(args.rounds):
-                for which in (("compare", "against") if r % 2 == 0 else ("against", "compare")):
-                    out = subprocess.run([sys.executable, "-c", CHILD, str(root / f"{name}.yaml"), str(args.seconds),
-                                          precision, bench, json.dumps(variants[which])],
-                                         capture_output=True, text=True, check=True)
-                    runs[which].append(json.loads(out.stdout.strip().splitlines()[-1]))
-                    print(name, precision, which, runs[which][-1], flush=True)
-            med = {w: {k: statistics.median(m[k] for m in ms) for k in ms[0] if isinstance(ms[0][k], (int, float))}
-                   for w, ms in runs.items()}
-            cases.append({"preset": name, "precision": precision, "rounds": args.rounds, "runs": runs, **med,
-                          "windows_per_s_ratio": med["against"]["windows_per_s"] / med["compare"]["windows_per_s"]})
+            def measure(which: str) -> dict:
+                out = subprocess.run([sys.executable, "-c", CHILD, str(root / f"{name}.yaml"), str(args.seconds),
+                                      precision, bench, json.dumps(variants[which])],
+                                     capture_output=True, text=True, check=True)
+                return json.loads(out.stdout.strip().splitlines()[-1])
+
+            res = alternate_variants(("compare", "against"), args.rounds, measure, f"{name} {precision}")
+            cases.append({"preset": name, "precision": precision, **res,
+                          "windows_per_s_ratio": res["against"]["windows_per_s"] / res["compare"]["windows_per_s"]})
     return {"device": "cpu", "compare": variants["compare"], "against": variants["against"], "cases": cases,
             "command": "python benchmarks/train_throughput.py " + " ".join(sys.argv[1:])}
 
